@@ -1,0 +1,46 @@
+# Course Tutor: `make run` (install, build the shipped course, index it, open the chat) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+COURSE ?= corpus/dl-intro
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install corpus ingest run test test-all bench browser clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned to the CPU build on this machine; the rest then finds it already satisfied.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+corpus: install
+	$(BIN)/python corpus/build_decks.py $(COURSE)
+
+ingest: corpus
+	$(BIN)/tutor ingest $(COURSE)
+
+run: ingest
+	$(BIN)/tutor chat
+
+test: install corpus
+	$(BIN)/python -m pytest -q
+
+test-all: install corpus
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+bench: install corpus
+	$(BIN)/python benchmarks/ingest_speed.py
+
+# Headless Chromium for the browser tests (Debian's package; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+
+clean:
+	rm -rf $(VENV) data test-artifacts $(COURSE)/slides

@@ -1,0 +1,1 @@
+"""Evaluation: datasets, metrics, judges, the runner, reports and comparisons (`tutor eval`)."""

@@ -1,0 +1,208 @@
+"""A course folder and its optional `course.toml`: which files to index, with which kind.
+
+`course.toml` (every key optional):
+
+    id = "dl-intro"                 # default: the folder name
+    title = "Introduction to Deep Learning"
+    demo_base = "https://colab.research.google.com/github/ORG/REPO/blob/main/corpus/dl-intro/"
+    policy = "...the AI-use policy in the instructor's words..."
+
+    [[sources]]                     # default: every supported file, kind inferred
+    glob = "slides/*.pptx"
+    kind = "slides"
+
+    [[schedule]]                    # lecture dates -> topics, for "taught so far"
+    date = 2026-09-08
+    lecture = 1
+    topic = "Supervised learning and loss functions"
+    sources = ["slides/01-*", "book/01-*"]
+
+    [[assignments]]
+    id = "hw1"
+    title = "Gradient descent by hand"
+    path = "assignments/hw1.md"
+    solution = "solutions/hw1.md"
+    due = 2026-09-29
+
+Without `[[sources]]`, a file's kind comes from its folder (`solutions/` -> solution, `slides/` ->
+slides, ...) and then its type (`.ipynb` -> notebook, `.vtt` -> transcript, ...). Anything under a
+folder named `solutions` is always a `solution`, whatever the globs say.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ingest.errors import ConfigError, CourseNotFoundError
+from ingest.model import KINDS
+
+_FOLDER_KINDS = {
+    "solutions": "solution", "solution": "solution",
+    "slides": "slides", "lectures": "slides", "decks": "slides",
+    "book": "book", "textbook": "book", "chapters": "book",
+    "notes": "notes", "notebooks": "notebook", "demos": "notebook",
+    "transcripts": "transcript", "videos": "transcript",
+    "assignments": "assignment", "homework": "assignment", "hw": "assignment",
+    "syllabus": "syllabus", "web": "web",
+}
+_SUFFIX_KINDS = {
+    ".ipynb": "notebook", ".vtt": "transcript", ".srt": "transcript", ".pptx": "slides",
+    ".pdf": "notes", ".md": "notes", ".markdown": "notes", ".html": "web", ".htm": "web",
+    ".txt": "slides",
+}
+_SKIP_DIRS = {".git", ".ipynb_checkpoints", "__pycache__", ".venv", "node_modules"}
+
+
+@dataclass(frozen=True)
+class SourceRule:
+    glob: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Lecture:
+    date: dt.date
+    lecture: int
+    topic: str
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Assignment:
+    id: str
+    title: str
+    path: str = ""
+    solution: str = ""
+    due: dt.date | None = None
+
+
+@dataclass
+class CourseConfig:
+    root: Path
+    id: str
+    title: str
+    policy: str = ""
+    demo_base: str = ""
+    sources: list[SourceRule] = field(default_factory=list)
+    schedule: list[Lecture] = field(default_factory=list)
+    assignments: list[Assignment] = field(default_factory=list)
+
+    def kind_for(self, rel: str) -> str | None:
+        """The kind of the file at `rel`, or None when the sources rules leave it out."""
+        parts = PurePosixPath(rel).parts
+        if any(p.lower() in ("solutions", "solution") for p in parts[:-1]):
+            return "solution"
+        if self.sources:
+            for rule in self.sources:
+                if _glob_match(rel, rule.glob):
+                    return rule.kind
+            return None
+        return infer_kind(rel)
+
+    def lecture_of(self, rel: str) -> Lecture | None:
+        """The scheduled lecture whose source globs match `rel`, if any."""
+        for lecture in self.schedule:
+            if any(_glob_match(rel, g) for g in lecture.sources):
+                return lecture
+        return None
+
+    def unmatched_globs(self, rels: list[str]) -> list[str]:
+        """Source globs that match no file: usually a build step (e.g. `make corpus`) not yet run."""
+        return [r.glob for r in self.sources if not any(_glob_match(x, r.glob) for x in rels)]
+
+
+def infer_kind(rel: str) -> str:
+    path = PurePosixPath(rel)
+    for part in reversed(path.parts[:-1]):
+        if part.lower() in _FOLDER_KINDS:
+            return _FOLDER_KINDS[part.lower()]
+    if "syllabus" in path.stem.lower():
+        return "syllabus"
+    return _SUFFIX_KINDS.get(path.suffix.lower(), "notes")
+
+
+def _glob_match(rel: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(rel, pattern)
+
+
+def load_course(course_dir: str | Path) -> CourseConfig:
+    """Read `course_dir/course.toml` if present; fail with one line if the folder is missing/empty."""
+    root = Path(course_dir).expanduser()
+    if not root.is_dir():
+        raise CourseNotFoundError(f"course folder not found: {root} (give the folder that holds the course files)")
+    if not any(root.iterdir()):
+        raise CourseNotFoundError(f"course folder is empty: {root} (add slides, notes or notebooks to it first)")
+    root = root.resolve()
+    toml_path = root / "course.toml"
+    data: dict = {}
+    if toml_path.is_file():
+        try:
+            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{toml_path} is not valid TOML: {exc}; fix the file or remove it") from exc
+    try:
+        return _parse(root, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{toml_path}: {exc}") from exc
+
+
+def _parse(root: Path, data: dict) -> CourseConfig:
+    sources = []
+    for rule in data.get("sources", []):
+        kind = rule.get("kind", "")
+        if kind not in KINDS:
+            raise ConfigError(
+                f"course.toml source {rule.get('glob')!r} has kind {kind!r}; accepted: {', '.join(KINDS)}"
+            )
+        sources.append(SourceRule(glob=rule["glob"], kind=kind))
+    schedule = [
+        Lecture(
+            date=_as_date(item["date"]), lecture=int(item.get("lecture", i + 1)),
+            topic=str(item.get("topic", "")), sources=tuple(item.get("sources", ())),
+        )
+        for i, item in enumerate(data.get("schedule", []))
+    ]
+    assignments = [
+        Assignment(
+            id=str(item["id"]), title=str(item.get("title", item["id"])), path=item.get("path", ""),
+            solution=item.get("solution", ""), due=_as_date(item["due"]) if "due" in item else None,
+        )
+        for item in data.get("assignments", [])
+    ]
+    return CourseConfig(
+        root=root, id=str(data.get("id", root.name)), title=str(data.get("title", root.name)),
+        policy=str(data.get("policy", "")).strip(), demo_base=str(data.get("demo_base", "")),
+        sources=sources, schedule=sorted(schedule, key=lambda s: s.date), assignments=assignments,
+    )
+
+
+def _as_date(value) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"date {value!r} is not YYYY-MM-DD") from exc
+
+
+def walk_course(root: Path) -> list[Path]:
+    """Every file under `root` (sorted, hidden folders and build caches skipped), symlinks included:
+    the caller decides what a symlink that leaves the folder means."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel_parts = path.relative_to(root).parts
+        if any(p in _SKIP_DIRS or p.startswith(".") for p in rel_parts):
+            continue
+        if path.name == "course.toml":
+            continue
+        if path.is_file() or path.is_symlink():
+            found.append(path)
+    return found

@@ -1,0 +1,63 @@
+"""The lexical (BM25) side of the index: one tokenizer shared by indexing and querying.
+
+Tokens are lower-cased words and numbers with English stop words removed and a light plural
+strip, so "gradients" matches "gradient". Scoring is bm25s (numpy, no Java, no nltk data).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import bm25s
+import numpy as np
+from bm25s.stopwords import STOPWORDS_EN
+
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+_STOP = frozenset(STOPWORDS_EN)
+
+
+def lexical_tokens(text: str) -> list[str]:
+    tokens = []
+    for word in _WORD.findall(text.lower()):
+        if word in _STOP:
+            continue
+        if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        tokens.append(word)
+    return tokens
+
+
+class LexicalIndex:
+    """BM25 over a list of texts; `scores(query)` gives one score per text, in order."""
+
+    def __init__(self, bm25: bm25s.BM25 | None, size: int):
+        self._bm25 = bm25
+        self.size = size
+
+    @classmethod
+    def build(cls, texts: list[str]) -> LexicalIndex:
+        if not texts:
+            return cls(None, 0)
+        bm25 = bm25s.BM25()
+        bm25.index([lexical_tokens(t) or [""] for t in texts], show_progress=False)
+        return cls(bm25, len(texts))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        if self._bm25 is not None:
+            self._bm25.save(str(directory), show_progress=False)
+
+    @classmethod
+    def load(cls, directory: Path, size: int) -> LexicalIndex:
+        if size == 0:
+            return cls(None, 0)
+        return cls(bm25s.BM25.load(str(directory), show_progress=False), size)
+
+    def scores(self, query: str) -> np.ndarray:
+        if self._bm25 is None:
+            return np.zeros(0, dtype=np.float32)
+        ids = self._bm25.get_tokens_ids(lexical_tokens(query))
+        if not ids:
+            return np.zeros(self.size, dtype=np.float32)
+        return np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32)

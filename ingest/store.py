@@ -1,0 +1,190 @@
+"""The index on disk: written whole into a new folder, then swapped in with one atomic rename.
+
+    <data dir>/index/<course>            symlink -> .builds/<course>-<stamp>
+    <data dir>/index/.builds/<course>-<stamp>/
+        manifest.json    format version, course, embedder, chunker, per-file hash -> chunk ids
+        chunks.jsonl     one chunk a line; line i is row i of the vectors and of FAISS
+        vectors.npy      float32, L2-normalised
+        faiss.index      IndexFlatIP over the vectors
+        lexical/         BM25 (bm25s)
+        course.json      the course's policy, schedule, assignments and demos, for the tutor
+
+A reader follows the symlink once and sees a complete build; a writer killed at any point leaves
+the symlink (and so the serving index) untouched. The previous build is kept one generation so a
+reader that opened it just before the swap can finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ingest.errors import CourseNotFoundError, TutorError
+from ingest.lexical import LexicalIndex
+from ingest.model import Chunk
+
+FORMAT_VERSION = 1
+BUILDS = ".builds"
+
+
+@dataclass
+class IndexManifest:
+    course: str
+    embedder: dict[str, Any]
+    chunker: dict[str, Any]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    built_at: float = 0.0
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version, "course": self.course, "embedder": self.embedder,
+            "chunker": self.chunker, "built_at": self.built_at, "files": self.files, "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexManifest:
+        return cls(
+            course=data["course"], embedder=data["embedder"], chunker=data["chunker"],
+            files=data.get("files", {}), skipped=data.get("skipped", []),
+            built_at=data.get("built_at", 0.0), format_version=data.get("format_version", 0),
+        )
+
+
+@dataclass
+class CourseIndex:
+    """A loaded build: chunks, their vectors, FAISS, BM25, the manifest and the course info."""
+
+    path: Path
+    manifest: IndexManifest
+    chunks: list[Chunk]
+    vectors: np.ndarray
+    faiss_index: Any
+    lexical: LexicalIndex
+    course: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.row_of = {c.id: i for i, c in enumerate(self.chunks)}
+
+    @property
+    def course_id(self) -> str:
+        return self.manifest.course
+
+
+def write_index(index_root: Path, manifest: IndexManifest, chunks: list[Chunk], vectors: np.ndarray,
+                course_info: dict[str, Any]) -> Path:
+    """Write a complete build beside the live one, then point `<index_root>/<course>` at it."""
+    assert len(chunks) == len(vectors), "one vector per chunk"
+    builds = index_root / BUILDS
+    builds.mkdir(parents=True, exist_ok=True)
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}"
+    final = builds / f"{manifest.course}-{stamp}"
+    partial = builds / f".{final.name}.partial"
+    partial.mkdir()
+
+    manifest.built_at = time.time()
+    with open(partial / "chunks.jsonl", "w", encoding="utf-8") as fh:
+        for chunk in chunks:
+            fh.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    np.save(partial / "vectors.npy", vectors)
+    dimension = int(manifest.embedder["dimension"])
+    flat = faiss.IndexFlatIP(dimension)
+    if len(vectors):
+        flat.add(vectors)
+    faiss.write_index(flat, str(partial / "faiss.index"))
+    LexicalIndex.build([c.embed_text() for c in chunks]).save(partial / "lexical")
+    _write_json(partial / "course.json", course_info)
+    _write_json(partial / "manifest.json", manifest.to_dict())  # written last: its presence marks a whole build
+    _fsync_tree(partial)
+    os.rename(partial, final)
+
+    link = index_root / manifest.course
+    tmp_link = index_root / f".{manifest.course}.swap"
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    tmp_link.symlink_to(Path(BUILDS) / final.name)
+    if link.exists() and not link.is_symlink():
+        raise TutorError(f"{link} is a folder, not an index link; move it away and ingest again")
+    os.replace(tmp_link, link)
+    _collect_old_builds(index_root, manifest.course, keep={final.name})
+    return final
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _collect_old_builds(index_root: Path, course: str, keep: set[str]) -> None:
+    """Delete builds of `course` older than the previous one, and partial builds left by crashes."""
+    builds = index_root / BUILDS
+    mine = sorted(p for p in builds.iterdir() if p.name.startswith(f"{course}-") and p.name not in keep)
+    for old in mine[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in builds.glob(f".{course}-*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def index_path(index_root: Path, course: str) -> Path:
+    return index_root / course
+
+
+def read_manifest(index_root: Path, course: str) -> IndexManifest | None:
+    path = index_root / course / "manifest.json"
+    if not path.is_file():
+        return None
+    return IndexManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def read_chunks(folder: Path) -> list[Chunk]:
+    with open(folder / "chunks.jsonl", encoding="utf-8") as fh:
+        return [Chunk.from_dict(json.loads(line)) for line in fh if line.strip()]
+
+
+def list_courses(index_root: Path) -> list[str]:
+    if not index_root.is_dir():
+        return []
+    return sorted(p.name for p in index_root.iterdir()
+                  if not p.name.startswith(".") and (p / "manifest.json").is_file())
+
+
+def load_index(index_root: Path, course: str) -> CourseIndex:
+    """Open the live build of `course` (following the link once, so a concurrent swap is harmless)."""
+    link = index_root / course
+    if not (link / "manifest.json").is_file():
+        known = list_courses(index_root)
+        hint = f"indexed courses: {', '.join(known)}" if known else "no course is indexed yet"
+        raise CourseNotFoundError(
+            f"no index for course '{course}' under {index_root} ({hint}); run `tutor ingest COURSE_DIR` first"
+        )
+    folder = link.resolve()
+    manifest = IndexManifest.from_dict(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
+    if manifest.format_version != FORMAT_VERSION:
+        raise TutorError(
+            f"index for '{course}' has format {manifest.format_version}, this version reads {FORMAT_VERSION}; "
+            "re-run `tutor ingest COURSE_DIR --rebuild`"
+        )
+    chunks = read_chunks(folder)
+    vectors = np.load(folder / "vectors.npy")
+    return CourseIndex(
+        path=folder, manifest=manifest, chunks=chunks, vectors=vectors,
+        faiss_index=faiss.read_index(str(folder / "faiss.index")),
+        lexical=LexicalIndex.load(folder / "lexical", len(chunks)),
+        course=json.loads((folder / "course.json").read_text(encoding="utf-8")),
+    )

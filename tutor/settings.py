@@ -1,0 +1,114 @@
+"""The one typed settings object: defaults < `tutor.toml` < `TUTOR_*` environment < CLI flags.
+
+    settings = load_settings(llm_backend="openai")      # flags win over everything
+    settings = load_settings()                          # tutor.toml in the working directory, env
+
+Every field carries its help text; a bad value is rejected with the field's name and the accepted
+values. `TUTOR_CONFIG` names another TOML file than `./tutor.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ingest.errors import ConfigError
+
+BACKENDS = ("auto", "extractive", "openai", "local")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUTOR_", extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(Path("data"), description="Where indexes, caches and the chat log live.")
+    course: str = Field("", description="Default course id; empty means the only (or first) indexed course.")
+    embedding_model: str = Field(
+        "", description="Path of a sentence-transformers model; empty means the bundled all-MiniLM-L6-v2."
+    )
+    chunk_tokens: int = Field(200, ge=32, le=512, description="Largest chunk, in embedder tokens.")
+    chunk_overlap: int = Field(32, ge=0, le=128, description="Tokens shared by consecutive chunks of a long section.")
+    max_file_mb: float = Field(100.0, gt=0, description="Files larger than this are skipped at ingest.")
+
+    llm_backend: str = Field(
+        "auto", description="extractive | openai | local | auto (openai if a base URL is set, local if a "
+        "model path is set, else extractive)."
+    )
+    llm_base_url: str = Field("", description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM).")
+    llm_model: str = Field("", description="Served model name: the base model or a LoRA adapter's name.")
+    llm_api_key: SecretStr = Field(SecretStr(""), description="API key for the server, if it wants one.")
+    llm_timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for the server's answer.")
+    llm_max_retries: int = Field(2, ge=0, le=10, description="Retries (with backoff) before the first token.")
+    llm_model_path: str = Field("", description="Local transformers model folder for the `local` backend.")
+    llm_adapter_path: str = Field("", description="Optional PEFT (LoRA) adapter folder for the `local` backend.")
+    max_answer_tokens: int = Field(512, ge=16, le=8192, description="Longest answer the LLM may write.")
+
+    top_k: int = Field(5, ge=1, le=50, description="Sources handed to the answer.")
+    fusion: Literal["rrf", "weighted"] = Field("rrf", description="How dense and lexical rankings are fused.")
+    reranker_model: str = Field("", description="Optional cross-encoder folder to rerank the fused candidates.")
+    min_relevance: float = Field(
+        -1.0, description="Dense-similarity floor below which a question is out of scope; -1 uses the "
+        "course's calibrated value."
+    )
+    mode: Literal["explain", "socratic"] = Field("explain", description="Default answering style.")
+
+    host: str = Field("127.0.0.1", description="Address the chat listens on; 0.0.0.0 exposes it to the network.")
+    port: int = Field(7860, ge=1, le=65535, description="Port the chat listens on.")
+    instructor_password: SecretStr = Field(
+        SecretStr(""), description="Password of the instructor tab; empty hides the tab."
+    )
+    max_upload_mb: float = Field(100.0, gt=0, description="Largest file an instructor may upload.")
+
+    @field_validator("llm_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown LLM backend {value!r}; accepted: {', '.join(BACKENDS)}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("TUTOR_CONFIG", "tutor.toml"))
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+
+    def resolved_backend(self) -> str:
+        """The backend `auto` stands for with these settings."""
+        if self.llm_backend != "auto":
+            return self.llm_backend
+        if self.llm_base_url:
+            return "openai"
+        if self.llm_model_path:
+            return "local"
+        return "extractive"
+
+    def index_root(self) -> Path:
+        return self.data_dir / "index"
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Settings from every layer; `flags` (None values ignored) win. Errors become `ConfigError`."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid settings ({problems}); check tutor.toml, TUTOR_* variables and flags"
+        ) from None
