@@ -1,0 +1,134 @@
+"""A tiny random-weight chat model and LoRA adapter, built in-process for hermetic tests.
+
+`build_tiny_model` trains a byte-level BPE tokenizer on a few hundred generated sentences about
+deep learning, wraps it with chat special tokens and a Jinja chat template, and saves it next to a
+two-layer Llama with random weights: a real `save_pretrained` folder that `AutoModelForCausalLM`,
+`transformers serve` and PEFT load like any hub model, built in a couple of seconds and a few MB.
+`build_tiny_lora_adapter` adds a rank-4 adapter whose B matrices are random (not zero), so that it
+visibly changes what the model generates.
+
+The text it produces is noise; tests check the plumbing (streaming, adapters, HTTP), never wording.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+TINY_VOCAB_SIZE = 512  # an upper bound: the small corpus runs out of merges a little below it
+SEED = 1234
+
+# Turn markers of the tiny chat format; `<|end|>` closes a turn and is the model's EOS token.
+SPECIAL_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+_SUBJECTS = [
+    "the optimizer", "a convolutional layer", "the attention head", "batch normalization",
+    "the learning rate", "a residual block", "the transformer", "dropout", "the loss function",
+    "gradient descent", "the embedding table", "a recurrent network",
+]
+_VERBS = ["updates", "normalizes", "scales", "regularizes", "projects", "reduces", "transforms"]
+_OBJECTS = [
+    "the weights", "each activation", "the hidden state", "every token", "the gradient",
+    "the feature map", "the softmax output", "the validation error",
+]
+_ENDINGS = ["during training.", "at every step.", "before the next layer.", "on each minibatch."]
+
+
+def training_sentences() -> list[str]:
+    """A few hundred short, grammatical sentences: enough text for a BPE vocabulary of ~500."""
+    combos = itertools.product(_SUBJECTS, _VERBS, _OBJECTS, _ENDINGS)
+    # Every 7th combination keeps the corpus small while still touching every word.
+    return [f"{s.capitalize()} {v} {o} {e}" for i, (s, v, o, e) in enumerate(combos) if i % 7 == 0]
+
+
+def build_tiny_tokenizer():
+    """Train a byte-level BPE tokenizer in-process and wrap it as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(training_sentences(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token="<|endoftext|>",
+        eos_token="<|end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(out_dir: Path) -> Path:
+    """Save a random-weight two-layer Llama and its tokenizer to `out_dir`; return `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        # Wider than the usual 0.02 so greedy decoding wanders over the vocabulary instead of
+        # repeating one token: a LoRA adapter then visibly changes the text.
+        initializer_range=0.3,
+    )
+    torch.manual_seed(SEED)
+    model = LlamaForCausalLM(config).to(torch.float32).eval()
+    # Greedy by default; a random model may pick EOS first, and a reply of a few tokens at least
+    # keeps "streams more than one chunk" a property of the fixture rather than of the seed.
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        min_new_tokens=4,
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_lora_adapter(model_dir: Path, out_dir: Path) -> Path:
+    """Save a rank-4 LoRA adapter on q_proj/v_proj of the tiny model, with non-zero B matrices."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    torch.manual_seed(SEED + 1)
+    peft_model = get_peft_model(base, lora)
+    # PEFT starts B at zero (the adapter is a no-op until trained); a random B stands in for training.
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(mean=0.0, std=0.5)
+    peft_model.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,132 @@
+"""The course's rules, applied around the model: out of scope, homework, prompt injection, leaks.
+
+Each check is a plain function over retrieval hits and text, so it holds whatever the model does:
+- `out_of_scope`: nothing retrieved is similar enough to the question (threshold calibrated on the
+  shipped course's question set by `benchmarks/calibrate_policy.py`);
+- `match_assignment`: the question names an assignment or closely matches its text;
+- `looks_like_injection`: the question tries to override the rules;
+- `solution_leak`: a draft answer overlaps a solution chunk (shared word 6-grams, or the solution's
+  own numbers) beyond a threshold, and is then withheld.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ingest.lexical import lexical_tokens
+from ingest.model import Chunk
+
+# Calibrated with benchmarks/calibrate_policy.py on eval/datasets/dl-intro.jsonl (see its output).
+OUT_OF_SCOPE_SIMILARITY = 0.30
+HOMEWORK_SIMILARITY = 0.62
+INJECTION_HOMEWORK_SIMILARITY = 0.40
+LEAK_SHINGLE_SHARE = 0.12
+LEAK_NUMBERS = 2
+
+_ASSIGNMENT_NAME = re.compile(
+    r"\b(?:hw|homework|assignment|problem set|pset)\s*#?\s*(\d+)\b", re.I)
+_INJECTION = re.compile(
+    r"ignore (?:all |any |your |the |previous |prior |above )*(?:rules|instructions|policy|prompt)"
+    r"|disregard (?:the |your |all )*(?:rules|instructions|policy)"
+    r"|(?:print|show|reveal|give me|output) (?:the |your )?(?:full |complete |official )?"
+    r"(?:solution|answer key|system prompt)"
+    r"|you are now|act as (?:an? )?(?:unrestricted|different)|developer mode|jailbreak",
+    re.I,
+)
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w|\.\d)")
+
+
+@dataclass(frozen=True)
+class AssignmentMatch:
+    id: str
+    title: str
+    path: str
+    solution: str
+    reason: str
+
+
+def out_of_scope(top_similarity: float | None, threshold: float = OUT_OF_SCOPE_SIMILARITY) -> bool:
+    return top_similarity is None or top_similarity < threshold
+
+
+def looks_like_injection(text: str) -> bool:
+    return bool(_INJECTION.search(text))
+
+
+def match_assignment(question: str, assignments: list[dict], assignment_hits: list[tuple[Chunk, float]],
+                     threshold: float = HOMEWORK_SIMILARITY) -> AssignmentMatch | None:
+    """The assignment the question is about: named (hw1, "homework 2") or near-verbatim in its text.
+
+    `assignment_hits` are the best assignment/solution chunks for the question with their dense
+    similarity."""
+    by_id = {a["id"].lower(): a for a in assignments}
+    named = _ASSIGNMENT_NAME.search(question)
+    if named:
+        for key in (f"hw{named.group(1)}", f"homework{named.group(1)}", f"assignment{named.group(1)}"):
+            if key in by_id:
+                a = by_id[key]
+                return AssignmentMatch(a["id"], a["title"], a.get("path", ""), a.get("solution", ""),
+                                       f"names {named.group(0)}")
+    for chunk, similarity in assignment_hits:
+        if similarity < threshold:
+            continue
+        for a in assignments:
+            if chunk.locator.path in (a.get("path"), a.get("solution")):
+                return AssignmentMatch(a["id"], a["title"], a.get("path", ""), a.get("solution", ""),
+                                       f"matches {chunk.locator.label()} (similarity {similarity:.2f})")
+    return None
+
+
+def shingles(text: str, n: int = 6) -> set[tuple[str, ...]]:
+    words = lexical_tokens(text)
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def solution_only_numbers(solution: str, public_text: str) -> set[str]:
+    """Numbers the solution states that the assignment and question do not: its results."""
+    public = set(_NUMBER.findall(public_text))
+    return {x for x in _NUMBER.findall(solution) if x not in public and len(x.strip("-").replace(".", "")) >= 2}
+
+
+def solution_leak(answer: str, solution_chunks: list[Chunk], public_text: str) -> str:
+    """Why `answer` gives away a solution ('' when it does not)."""
+    answer_shingles = shingles(answer)
+    answer_numbers = set(_NUMBER.findall(answer))
+    for chunk in solution_chunks:
+        sol = shingles(chunk.text)
+        if sol and answer_shingles:
+            shared = len(sol & answer_shingles) / min(len(sol), len(answer_shingles))
+            if shared >= LEAK_SHINGLE_SHARE:
+                return f"shares {shared:.0%} of its phrasing with {chunk.locator.path}"
+        results = solution_only_numbers(chunk.text, public_text) & answer_numbers
+        if len(results) >= LEAK_NUMBERS:
+            return f"states results of {chunk.locator.path} ({', '.join(sorted(results)[:4])})"
+    return ""
+
+
+def decline_text(course: dict) -> str:
+    topics = [s["topic"] for s in course.get("schedule", []) if s.get("topic")]
+    offer = ("I can help with the topics of this course, for example: " + "; ".join(topics[:6]) + "."
+             if topics else "I can help with questions about this course's lectures, readings and demos.")
+    return ("I can only answer questions about the material of "
+            f"{course.get('title') or 'this course'}, and I found nothing in it about this. " + offer)
+
+
+def homework_text(match: AssignmentMatch, pointers: list[tuple[int, str]]) -> str:
+    """The hints-only reply for a graded question: the policy, guiding questions, cited pointers."""
+    lines = [
+        f"This looks like part of **{match.title}** ({match.id}), a graded assignment. Under the "
+        "course's AI-use policy I won't solve it for you, but I can help you get there yourself.",
+        "",
+        "Some questions to guide you:",
+        "- Which quantity are you asked to find, and which definition or formula from the lecture "
+        "connects it to what the problem gives you?",
+        "- Can you try the method on a smaller or simpler case first, and check each step?",
+        "- How will you check your result (units, shapes, a numerical check, a limiting case)?",
+    ]
+    if pointers:
+        lines += ["", "Material that teaches the idea you need:"]
+        lines += [f"- {summary} [{n}]" for n, summary in pointers]
+    lines += ["", "If you are stuck on a specific step, tell me what you tried and where it breaks."]
+    return "\n".join(lines)
