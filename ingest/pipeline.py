@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +29,7 @@ from ingest.model import Chunk, SourceFile
 from ingest.store import IndexManifest, load_index, read_chunks, read_manifest, write_index
 
 Progress = Callable[[float, str], None]
+logging.getLogger("pypdf").setLevel(logging.ERROR)  # a damaged PDF gets one reason in the report, not log noise
 
 
 @dataclass
