@@ -21,21 +21,32 @@ from tutor.llm import BackendConfig, LLMBackend, register_backend
 MAX_SENTENCES = 4
 PER_SOURCE = 2
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
-_EQUATION_LINE = re.compile(r"^\s*\$\$.*\$\$\s*$")
+_EQUATION_LINE = re.compile(r"^\s*\$\$.*\$\$\s*$", re.S)
+_NOTES = re.compile(r"^Notes:\s*")
+_CODE_LINE = re.compile(
+    r"^\s*(?:import |from \w+ import|def |class |for .* in .*:|print\(|return |#|[\"'])|^\s*[\w.\[\]]+\s*[+\-*/]?=\s*\S"
+    r"|[;{}]\s*$|\)\s*,?\s*$")
 
 
-def candidate_sentences(text: str) -> list[str]:
-    """Sentences and bullet points of a passage, with a displayed equation kept with its lead-in."""
+def candidate_sentences(text: str, heading: str = "") -> list[str]:
+    """Sentences and bullet points of a passage that could answer something: a displayed equation is
+    kept with its lead-in, while the heading itself, exercise questions and speaker-note prefixes go."""
     out: list[str] = []
+    text = text.split("\nNotes:")[0]  # a slide's speaker notes help retrieval but read oddly as answers
     for raw in split_sentences(text):
-        sentence = _BULLET.sub("", raw).strip()
+        if _CODE_LINE.search(raw):
+            continue
+        sentence = _NOTES.sub("", _BULLET.sub("", raw)).strip()
         if not sentence:
             continue
         if out and (_EQUATION_LINE.match(sentence) and out[-1].rstrip().endswith(":")):
             out[-1] = f"{out[-1]}\n\n{sentence}\n"
             continue
         out.append(sentence)
-    return [s for s in out if len(s.split()) >= 4 or "$" in s]
+    title = heading.split(" > ")[-1].strip().rstrip(":").lower()
+    return [s for s in out
+            if (len(s.split()) >= 6 or "$" in s) and not s.rstrip().endswith("?")
+            and s.strip().rstrip(":").lower() != title]
 
 
 def _similar(a: str, b: str) -> bool:
@@ -45,34 +56,42 @@ def _similar(a: str, b: str) -> bool:
 
 def pick_sentences(question: str, sources: list, embed: Callable[[list[str]], np.ndarray],
                    limit: int = MAX_SENTENCES) -> list[tuple[int, str]]:
-    """(source number, sentence) pairs that best answer `question`, best first, de-duplicated."""
-    candidates: list[tuple[int, int, str]] = []
+    """(source number, sentence) pairs that best answer `question`, de-duplicated, in reading order:
+    sources by rank, sentences as they stand in their passage."""
+    candidates: list[tuple[int, int, int, str]] = []
     for rank, source in enumerate(sources):
-        for sentence in candidate_sentences(source.chunk.text):
-            candidates.append((source.n, rank, sentence))
+        heading = source.chunk.heading
+        for position, sentence in enumerate(candidate_sentences(source.chunk.text, heading)):
+            candidates.append((source.n, rank, position, sentence))
     if not candidates:
         return []
-    vectors = embed([question] + [c[2] for c in candidates])
+    # A sentence is read with its slide or section title: "repeat: $$x_{t+1} = ...$$" alone says
+    # little, under "Gradient descent: the update rule" it answers the question.
+    headed = [f"{sources[rank].chunk.heading.split(' > ')[-1]}: {sentence}" for _, rank, _, sentence in candidates]
+    vectors = embed([question] + headed)
     similarity = vectors[1:] @ vectors[0]
     question_words = set(lexical_tokens(question))
     scored = []
-    for (n, rank, sentence), sim in zip(candidates, similarity):
+    for (n, rank, position, sentence), sim in zip(candidates, similarity):
         words = set(lexical_tokens(sentence))
         overlap = len(question_words & words) / max(len(question_words), 1)
-        scored.append((float(sim) + 0.15 * overlap + 0.04 / (rank + 1), n, sentence))
+        scored.append((float(sim) + 0.15 * overlap + 0.08 / (rank + 1), n, rank, position, sentence))
     scored.sort(key=lambda item: -item[0])
-    chosen: list[tuple[int, str]] = []
+    chosen: list[tuple[float, int, int, int, str]] = []
     per_source: dict[int, int] = {}
-    for score, n, sentence in scored:
-        if len(chosen) >= limit:
+    for item in scored:
+        score, n, _, _, sentence = item
+        if len(chosen) >= limit or (chosen and score < scored[0][0] - 0.25):
             break
-        if chosen and score < scored[0][0] - 0.35:
-            break
-        if per_source.get(n, 0) >= PER_SOURCE or any(_similar(sentence, s) for _, s in chosen):
+        if per_source.get(n, 0) >= PER_SOURCE or any(_similar(sentence, c[4]) for c in chosen):
             continue
-        chosen.append((n, sentence))
+        chosen.append(item)
         per_source[n] = per_source.get(n, 0) + 1
-    return chosen
+    first_rank = {}
+    for _, n, rank, _, _ in chosen:
+        first_rank.setdefault(n, len(first_rank))
+    chosen.sort(key=lambda c: (first_rank[c[1]], c[3]))
+    return [(n, sentence) for _, n, _, _, sentence in chosen]
 
 
 class ExtractiveBackend(LLMBackend):
