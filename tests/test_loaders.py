@@ -65,7 +65,7 @@ def test_pdf_one_section_per_page_with_physical_page_and_printed_label(tmp_path)
     assert document.sections[2].text == "Gradients\nThe slope of the loss"
     assert document.sections[3].locator == Locator(
         path="book/notes.pdf", kind="book", title="Deep Learning Notes", page=5, page_label="3",
-        url="book/notes.pdf#page=5",
+        url="book/notes.pdf#page=5", section="Momentum",  # a heading-like first line names the page
     )
 
 

@@ -30,6 +30,7 @@ from tutor.prompt import Source, build_messages
 from tutor.retrieve import Hit, Retriever
 from tutor.settings import Settings
 
+_TEACHING_KINDS = ("slides", "book", "notes", "notebook", "transcript", "web")
 _FOLLOW_UP = re.compile(
     r"^\s*(?:and|but|so|what about|how about|why|then|also)\b|\b(?:it|its|it's|this|that|these|those|they|"
     r"them|their|the same|the previous|above)\b", re.I)
@@ -155,7 +156,7 @@ class Tutor:
 
         sources = self._sources(hits)
         if homework is not None and self.backend.name == "extractive":
-            yield from self._homework(answer, homework, sources, timings, started)
+            yield from self._homework(answer, homework, question, sources, timings, started)
             return
 
         messages = build_messages(question, sources, self.course, mode, history,
@@ -178,7 +179,7 @@ class Tutor:
                 answer.notice = f"The draft answer was withheld: it {leak}."
             yield AnswerEvent("reset")
             match = homework or policy.AssignmentMatch("", "a graded assignment", "", "", leak)
-            yield from self._homework(answer, match, sources, timings, started)
+            yield from self._homework(answer, match, question, sources, timings, started)
             return
         by_old = {s.n: s for s in sources}
         used = [Source(new, by_old[old].chunk, by_old[old].context) for old, new in renumber.numbers.items()]
@@ -212,15 +213,36 @@ class Tutor:
                 first = False
             yield delta
 
-    def _homework(self, answer: Answer, match: policy.AssignmentMatch, sources: list[Source],
+    def _homework(self, answer: Answer, match: policy.AssignmentMatch, question: str, sources: list[Source],
                   timings: dict, started: float) -> Iterator[AnswerEvent]:
+        """Hints only: point at the lecture material that teaches what the assignment problem needs."""
         answer.refused = "homework"
-        lecture_sources = [s for s in sources if s.chunk.locator.kind not in ("assignment", "solution")][:3]
-        pointers = [(s.n, s.chunk.locator.label()) for s in lecture_sources]
-        text = policy.homework_text(match, pointers)
-        answer.text, answer.citations = resolve_citations(text, lecture_sources)
+        problem = self._assignment_problem(match, question)
+        teaching = [s for s in sources if s.chunk.locator.kind not in ("assignment", "solution")]
+        if problem is not None:
+            hits = self.retriever.search(problem.text, k=3, kinds=list(_TEACHING_KINDS))
+            teaching = [Source(n, h.chunk, h.chunk.text) for n, h in enumerate(hits, start=1)]
+        pointers = [(s.n, s.chunk.locator.label()) for s in teaching[:3]]
+        heading = problem.heading.split(" > ")[-1] if problem is not None else ""
+        name = re.match(r"(?:problem|question|exercise)\s*\d+", heading, re.I)
+        text = policy.homework_text(match, pointers, problem=name.group(0) if name else "")
+        answer.text, answer.citations = resolve_citations(text, teaching[:3])
         answer.demos = self._demos(answer.citations)
         yield from self._finish(answer, answer.citations, timings, started)
+
+    def _assignment_problem(self, match: policy.AssignmentMatch, question: str):
+        """The assignment chunk the question is about: the problem it names, else the most similar."""
+        chunks = [c for c in self.index.chunks if c.locator.path == match.path and match.path]
+        if not chunks:
+            return None
+        named = re.search(r"\b(?:problem|question|exercise|part)\s*#?\s*(\d+)", question, re.I)
+        if named:
+            for chunk in chunks:
+                if re.search(rf"\b(?:problem|question|exercise)\s*{named.group(1)}\b", chunk.heading, re.I):
+                    return chunk
+        rows = [self.index.row_of[c.id] for c in chunks]
+        similarity = self.index.vectors[rows] @ self.embedder.encode_query(question)
+        return chunks[int(similarity.argmax())]
 
     def _finish(self, answer: Answer, citations: list[Citation], timings: dict, started: float,
                 streamed: bool = False) -> Iterator[AnswerEvent]:

@@ -113,10 +113,11 @@ def decline_text(course: dict) -> str:
             f"{course.get('title') or 'this course'}, and I found nothing in it about this. " + offer)
 
 
-def homework_text(match: AssignmentMatch, pointers: list[tuple[int, str]]) -> str:
+def homework_text(match: AssignmentMatch, pointers: list[tuple[int, str]], problem: str = "") -> str:
     """The hints-only reply for a graded question: the policy, guiding questions, cited pointers."""
+    part = f"{problem} of **{match.title}**" if problem else f"part of **{match.title}**"
     lines = [
-        f"This looks like part of **{match.title}** ({match.id}), a graded assignment. Under the "
+        f"This looks like {part} ({match.id}), a graded assignment. Under the "
         "course's AI-use policy I won't solve it for you, but I can help you get there yourself.",
         "",
         "Some questions to guide you:",

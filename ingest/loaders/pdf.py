@@ -41,6 +41,7 @@ def load_pdf(source: SourceFile) -> Document:
             locator=Locator(
                 path=source.rel, kind=source.kind, title=title, page=number,
                 page_label=labels[number - 1], url=f"{source.rel}#page={number}",
+                section=_page_heading(text),
             ),
         )
         for number, text in enumerate(texts, start=1)
@@ -69,6 +70,15 @@ def _open(data: bytes) -> PdfReader:
 
 def _describe(err: Exception) -> str:
     return str(err).strip() or type(err).__name__
+
+
+def _page_heading(text: str) -> str | None:
+    """A page's first line when it reads like a heading (a slide title): short, not a number or a
+    sentence. It names the page in citations and gives its chunks their topic."""
+    first = _first_line(text)
+    if 3 <= len(first) <= 80 and not first.rstrip().endswith((".", ",", ";")) and not first.isdigit():
+        return first
+    return None
 
 
 def _first_line(text: str) -> str:
