@@ -1,0 +1,210 @@
+"""The Gradio chat: students ask and follow citations; instructors update material and read the log.
+
+    tutor chat --data-dir data                    # http://127.0.0.1:7860
+    app = build_app(load_settings())              # a FastAPI app: Gradio at /, originals at /course-file/
+
+Per-session state only: each browser tab (or API client) has its own conversation in a `gr.State`;
+nothing module-level holds a chat. What is shared is read-only or thread-safe: the tutors (one per
+course, reloaded when an ingest swaps in a new index), the chat log (SQLite), the settings.
+
+The parts live beside this module: `app_chat` (the student's handlers), `app_render` (chips, source
+panel, demo links), `app_files` (the original files behind citations), `app_instructor` (the
+password-gated tab), `app_upload` (safe uploads), `chatlog` (questions, answers, feedback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from ingest.store import list_courses  # noqa: E402
+from tutor.answer import Tutor  # noqa: E402
+from tutor.app_chat import STARTERS, StudentChat, new_session  # noqa: E402
+from tutor.app_files import mount_course_files  # noqa: E402
+from tutor.app_instructor import build_instructor_tab  # noqa: E402
+from tutor.app_render import CSS, LATEX_DELIMITERS, SOURCES_JS, banner_markdown, sources_html  # noqa: E402
+from tutor.chatlog import FEEDBACK_CATEGORIES, ChatLog  # noqa: E402
+from tutor.errors import CourseNotFoundError  # noqa: E402
+from tutor.settings import Settings  # noqa: E402
+
+ASK_CONCURRENCY = 8          # answers computed at once; more wait in Gradio's queue
+SESSION_TTL_S = 12 * 3600
+
+
+class CourseTutors:
+    """One `Tutor` per indexed course, created on first use and refreshed after each ingest.
+
+    `tutor_factory(course_id) -> Tutor` builds one; by default from the settings, all courses sharing
+    one embedder (the model is the largest thing in memory).
+    """
+
+    def __init__(self, settings: Settings, tutor_factory: Callable[[str], Tutor] | None = None):
+        self.settings = settings
+        self._factory = tutor_factory or self._from_settings
+        self._tutors: dict[str, Tutor] = {}
+        self._lock = threading.Lock()
+        self._embedder = None
+
+    def _from_settings(self, course: str) -> Tutor:
+        if self._embedder is None:
+            from ingest.embed import Embedder
+
+            self._embedder = Embedder(self.settings.embedding_model)
+        return Tutor.from_settings(self.settings, course=course, embedder=self._embedder)
+
+    def courses(self) -> list[str]:
+        known = list_courses(self.settings.index_root())
+        if not known:
+            raise CourseNotFoundError(f"no course is indexed under {self.settings.index_root()}; run "
+                                      "`tutor ingest COURSE_DIR --data-dir ...` first")
+        return known
+
+    def default_course(self) -> str:
+        known = self.courses()
+        if self.settings.course and self.settings.course not in known:
+            raise CourseNotFoundError(f"course '{self.settings.course}' is not indexed (indexed: "
+                                      f"{', '.join(known)}); ingest it or pick another with --course")
+        return self.settings.course or known[0]
+
+    def get(self, course: str) -> Tutor:
+        """The tutor of `course`, on the newest index build."""
+        with self._lock:
+            tutor = self._tutors.get(course)
+            if tutor is None:
+                if course not in self.courses():
+                    raise CourseNotFoundError(f"course '{course}' is not indexed")
+                tutor = self._tutors[course] = self._factory(course)
+            else:
+                tutor.reload_if_changed()
+            return tutor
+
+    def root_and_files(self, course: str) -> tuple[str, dict]:
+        tutor = self.get(course)
+        return tutor.index.course["root"], tutor.index.manifest.files
+
+
+def build_app(settings: Settings, tutor_factory: Callable[[str], Tutor] | None = None):
+    """The whole app as a FastAPI application (serve it with uvicorn, or `serve`)."""
+    from fastapi import FastAPI
+
+    tutors = CourseTutors(settings, tutor_factory)
+    chatlog = ChatLog(settings.data_dir / "chatlog.sqlite")
+    blocks = build_blocks(settings, tutors, chatlog)
+    app = FastAPI(title="Course Tutor", docs_url=None, redoc_url=None, openapi_url=None)
+    mount_course_files(app, tutors.root_and_files)
+    return gr.mount_gradio_app(
+        app, blocks, path="/", css=CSS, footer_links=["api"], run_history=False, show_error=False,
+        max_file_size=int(settings.max_upload_mb * 2**20), server_name=settings.host, server_port=settings.port,
+    )
+
+
+def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog) -> gr.Blocks:
+    """The page: the Ask tab (chat, starters, feedback, sources) and the instructor tabs, wired."""
+    courses = tutors.courses()
+    default = tutors.default_course()
+    first = tutors.get(default)
+    chat = StudentChat(tutors, chatlog, default)
+
+    with gr.Blocks(title="Course Tutor", fill_width=True) as blocks:
+        session = gr.State(new_session(default), time_to_live=SESSION_TTL_S)
+        banner = gr.Markdown(banner_markdown(first.course, first.backend.name), elem_id="tutor-banner")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Ask", id="ask"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(
+                            label="Course Tutor", height=560, latex_delimiters=LATEX_DELIMITERS,
+                            sanitize_html=True, render_markdown=True, buttons=["copy"], elem_id="tutor-chat",
+                            placeholder="Ask about the lectures, the book or the demos. The bin icon starts "
+                                        "a new conversation.")
+                        with gr.Row():
+                            question = gr.Textbox(placeholder="Type a question and press Enter", show_label=False,
+                                                  scale=5, elem_id="tutor-question", max_lines=6)
+                            send = gr.Button("Ask", variant="primary", scale=1, elem_id="tutor-send")
+                        with gr.Row():
+                            starters = [gr.Button(visible=False, size="sm", elem_classes="tutor-starter")
+                                        for _ in range(STARTERS)]
+                        with gr.Accordion("Rate an answer", open=False) as feedback_box:
+                            with gr.Row():
+                                fb_answer = gr.Dropdown([], label="Answer", allow_custom_value=True, scale=3)
+                                fb_rating = gr.Radio([("👍 Helpful", 1), ("👎 Not helpful", -1)], label="Rating",
+                                                     scale=2)
+                                fb_category = gr.Dropdown(list(FEEDBACK_CATEGORIES), scale=2,
+                                                          label="What was wrong? (optional)")
+                            fb_comment = gr.Textbox(label="Comment (optional)", lines=2)
+                            fb_send = gr.Button("Send feedback", size="sm")
+                            fb_status = gr.Markdown()
+                    with gr.Column(scale=2):
+                        course_picker = gr.Dropdown(
+                            [(tutors.get(c).course.get("title") or c, c) for c in courses], value=default,
+                            label="Course", visible=len(courses) > 1)
+                        mode = gr.Radio([("Explain", "explain"), ("Socratic: guide me with questions", "socratic")],
+                                        value=settings.mode, label="Answer style")
+                        sources = gr.HTML(sources_html(None), js_on_load=SOURCES_JS, elem_id="tutor-sources")
+            build_instructor_tab(settings, tutors, chatlog, course_picker, tabs)
+
+        ask = {"fn": chat.respond, "inputs": [question, session, course_picker, mode],
+               "outputs": [chatbot, sources, question, session], "concurrency_limit": ASK_CONCURRENCY,
+               "concurrency_id": "ask"}
+        question.submit(**ask, api_name="ask").then(chat.answer_choices, session, fb_answer, api_name=False)
+        send.click(**ask, api_name=False).then(chat.answer_choices, session, fb_answer, api_name=False)
+        for button in starters:
+            button.click(**{**ask, "inputs": [button, session, course_picker, mode]}, api_name=False).then(
+                chat.answer_choices, session, fb_answer, api_name=False)
+        chatbot.like(chat.on_like, [session], [fb_answer, fb_rating, feedback_box, fb_status], api_name=False)
+        chatbot.select(chat.show_turn_sources, [session], [sources], api_name=False)
+        fb_send.click(chat.send_feedback, [fb_answer, fb_rating, fb_category, fb_comment, session],
+                      [fb_status, fb_comment], api_name="feedback")
+        page = [session, chatbot, sources, banner, fb_answer, *starters]
+        course_picker.change(chat.start_page, [course_picker], page, api_name=False)
+        chatbot.clear(chat.start_page, [course_picker], page, api_name=False)
+        blocks.load(chat.start_page, [course_picker], page, api_name=False)
+    blocks.queue(default_concurrency_limit=4)
+    return blocks
+
+
+def serve(settings: Settings) -> None:
+    """Run the app in the foreground until Ctrl-C (what `tutor chat` does)."""
+    import uvicorn
+
+    app = build_app(settings)
+    print(f"Course Tutor: http://{settings.host}:{settings.port}/")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 60.0) -> Iterator[str]:
+    """Serve `app` from a background thread (tests, notebooks); yields the base URL, stops on exit.
+
+    `port=0` picks a free port.
+    """
+    import socket
+    import time
+
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                          timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, name=f"tutor-app-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the app did not start on {host}:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

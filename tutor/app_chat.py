@@ -1,0 +1,158 @@
+"""The student's side of the chat: what happens on a question, a thumbs up/down, a course switch.
+
+Every handler takes the conversation (`session`, a plain dict kept per browser tab in a `gr.State`)
+and returns a new one; nothing here remembers a conversation between calls. A session holds:
+
+    id        the Gradio session hash (set on the first question); feedback must come from it
+    course    the course being asked about; switching course starts a new conversation
+    messages  the chat as shown (Gradio's role/content messages)
+    history   (question, answer text) pairs: the tutor's conversation memory
+    turns     per answer: its chat-log id and what the sources panel shows for it
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+
+import gradio as gr
+
+from tutor.app_render import answer_markdown, banner_markdown, sources_html
+from tutor.chatlog import ChatLog, ChatLogError
+from tutor.errors import TutorError
+
+HISTORY_TURNS = 6            # earlier exchanges handed to the tutor as conversation memory
+STARTERS = 4
+PLACEHOLDER = "…"
+RESET_NOTE = "_Checking the draft against the course rules…_"
+
+
+def new_session(course: str, session_id: str | None = None) -> dict:
+    return {"id": session_id, "course": course, "messages": [], "history": [], "turns": []}
+
+
+def starter_questions(course: dict, today: dt.date | None = None, limit: int = STARTERS) -> list[str]:
+    """Questions about this week's lectures: those dated within the last 7 days, else the latest
+    ones taught, else (before term) the first ones."""
+    today = today or dt.date.today()
+    dated = sorted(((dt.date.fromisoformat(s["date"]), s) for s in course.get("schedule", []) if s.get("topic")),
+                   key=lambda pair: pair[0])
+    recent = [s for d, s in dated if today - dt.timedelta(days=7) <= d <= today]
+    taught = [s for d, s in dated if d <= today]
+    chosen = recent or taught[-2:] or [s for _, s in dated[:2]]
+    questions = []
+    for lecture in reversed(chosen):
+        for topic in _topics(lecture["topic"]):
+            question = f"Can you explain {topic}?"
+            if question not in questions:
+                questions.append(question)
+    return questions[:limit]
+
+
+def _topics(topic: str) -> list[str]:
+    """'Backpropagation and computational graphs' -> ['backpropagation', 'computational graphs']."""
+    pieces = [p.strip() for chunk in topic.replace(";", ",").split(",") for p in chunk.split(" and ")]
+    return [p if p[:2].isupper() else p[:1].lower() + p[1:] for p in pieces if p]
+
+
+def _message_turn(data) -> int:
+    """The answer a chatbot event points at: messages alternate question, answer."""
+    index = data.index if isinstance(data.index, int) else data.index[0]
+    return index // 2
+
+
+class StudentChat:
+    """The handlers of the Ask tab, over the shared tutors and chat log."""
+
+    def __init__(self, tutors, chatlog: ChatLog, default_course: str):
+        self.tutors = tutors
+        self.chatlog = chatlog
+        self.default_course = default_course
+
+    def course_of(self, course: str | None) -> str:
+        return course if course in self.tutors.courses() else self.default_course
+
+    def respond(self, message: str, session: dict, course: str, mode: str, request: gr.Request) -> Iterator:
+        """Stream one answer. Yields (chat messages, sources HTML, question box, session)."""
+        message = (message or "").strip()
+        if not message:
+            yield gr.skip(), gr.skip(), gr.skip(), session
+            return
+        course = self.course_of(course)
+        if session.get("course") != course:
+            session = new_session(course, session.get("id"))
+        if not session.get("id"):
+            session = {**session, "id": getattr(request, "session_hash", None) or uuid.uuid4().hex}
+        tutor = self.tutors.get(course)
+        messages = [*session["messages"], {"role": "user", "content": message}]
+        yield [*messages, {"role": "assistant", "content": PLACEHOLDER}], gr.skip(), "", session
+        streamed, answer = "", None
+        try:
+            for event in tutor.stream(message, history=session["history"][-HISTORY_TURNS:],
+                                      mode=mode if mode in ("explain", "socratic") else None):
+                if event.kind == "answer":
+                    answer = event.answer
+                    break
+                streamed = streamed + event.text if event.kind == "delta" else ""   # "reset": draft withheld
+                shown = {"role": "assistant", "content": streamed or RESET_NOTE}
+                yield [*messages, shown], gr.skip(), gr.skip(), session
+        except TutorError as exc:
+            raise gr.Error(str(exc)) from None
+        if answer is None:
+            raise gr.Error("The tutor stopped without an answer; please ask again.")
+        data = answer.to_dict()
+        chat_id = self.chatlog.log_answer(session["id"], data)
+        turn = {"chat_id": chat_id, "course": course, "question": message, "citations": [], "demos": data["demos"]}
+        for citation in data["citations"]:
+            row = tutor.index.row_of.get(citation["chunk_id"])
+            passage = tutor.index.chunks[row].text if row is not None else citation["quote"]
+            turn["citations"].append({**citation, "passage": passage})
+        session = {**session, "messages": [*messages, {"role": "assistant", "content": answer_markdown(data)}],
+                   "history": [*session["history"], (message, answer.text)], "turns": [*session["turns"], turn]}
+        yield session["messages"], sources_html(turn), gr.skip(), session
+
+    def answer_choices(self, session: dict):
+        """The feedback form's answer picker: this conversation's answers, the latest chosen."""
+        choices = [(f"{i + 1}. {t['question'][:70]}", t["chat_id"]) for i, t in enumerate(session["turns"])]
+        return gr.update(choices=choices, value=choices[-1][1] if choices else None)
+
+    def on_like(self, session: dict, data: gr.LikeData):
+        """A thumb on a message: stored at once, and the form opened for a category and comment."""
+        turn = _message_turn(data)
+        if data.liked not in (True, False) or turn >= len(session["turns"]):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        chat_id = session["turns"][turn]["chat_id"]
+        rating = 1 if data.liked else -1
+        self.chatlog.record_feedback(chat_id, session["id"], rating)
+        note = "Thanks! You can add what was wrong and a comment below." if rating < 0 else "Thanks for the feedback!"
+        return gr.update(value=chat_id), rating, gr.update(open=True), note
+
+    def send_feedback(self, chat_id, rating, category, comment, session: dict):
+        """The feedback form: rating, optional category and comment on one of this session's answers."""
+        owned = {t["chat_id"] for t in session.get("turns", [])}
+        try:
+            chat_id = int(chat_id)
+            if chat_id not in owned:
+                raise ChatLogError("pick one of the answers you were given in this conversation")
+            if rating in (None, ""):
+                raise ChatLogError("choose thumbs up or thumbs down first")
+            self.chatlog.record_feedback(chat_id, session["id"], int(rating), category or None, comment or "")
+        except (TypeError, ValueError) as exc:  # ChatLogError is a ValueError
+            raise gr.Error(f"Feedback not saved: {exc}") from None
+        return "Thanks, your feedback was saved.", ""
+
+    def show_turn_sources(self, session: dict, data: gr.SelectData):
+        """Clicking an earlier message shows that answer's sources."""
+        turn, turns = _message_turn(data), session.get("turns", [])
+        return sources_html(turns[turn]) if turn < len(turns) else gr.skip()
+
+    def start_page(self, course: str):
+        """A fresh conversation for `course`: (session, chat, sources, banner, answer picker, *starters)."""
+        course = self.course_of(course)
+        tutor = self.tutors.get(course)
+        questions = starter_questions(tutor.course)
+        buttons = [gr.update(value=q, visible=True) for q in questions]
+        buttons += [gr.update(visible=False)] * (STARTERS - len(buttons))
+        return (new_session(course), [], sources_html(None), banner_markdown(tutor.course, tutor.backend.name),
+                gr.update(choices=[], value=None), *buttons)
