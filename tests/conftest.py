@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,24 @@ def tiny_server(tiny_model_dir, tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("hf-cache")
     with serve_with_transformers(tiny_model_dir, TINY_SERVED_ID, cache_dir=cache_dir) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def shipped_course(tmp_path_factory):
+    """The shipped course with its decks built, ingested once per test session into a temporary
+    data dir (the slowest fixture: about a minute of embedding). Returns (data_dir, IngestReport)."""
+    import importlib.util
+
+    from course_fixtures import shared_embedder
+
+    from ingest.pipeline import IngestOptions, ingest_course
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("build_decks", root / "corpus/build_decks.py")
+    build_decks = importlib.util.module_from_spec(spec)
+    sys.modules["build_decks"] = build_decks  # dataclasses look their module up while it loads
+    spec.loader.exec_module(build_decks)
+    build_decks.build_course_decks(root / "corpus/dl-intro")
+    data_dir = tmp_path_factory.mktemp("shipped-data")
+    report = ingest_course(root / "corpus/dl-intro", IngestOptions(data_dir=data_dir), embedder=shared_embedder())
+    return data_dir, report

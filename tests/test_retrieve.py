@@ -27,7 +27,7 @@ def test_weighted_fusion_matches_a_hand_computed_case():
     # dense min-max: 1 -> 1, 2 -> 0, 3 -> 0.5; lexical: 2 -> 1, 4 -> 0
     assert fused == pytest.approx({1: 0.6, 2: 0.4, 3: 0.3, 4: 0.0})
     assert fuse_scores({}, {}) == {}
-    assert fuse_scores({5: 0.3}, {}) == pytest.approx({5: 0.6})
+    assert fuse_scores({5: 0.3}, {}, dense_weight=0.6) == pytest.approx({5: 0.6})
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ from ingest.store import CourseIndex
 Fusion = Literal["rrf", "weighted"]
 Mode = Literal["hybrid", "dense", "lexical"]
 RRF_K = 60
-DENSE_WEIGHT = 0.6
+DENSE_WEIGHT = 0.8  # tuned on the shipped question set (benchmarks/retrieval_quality.py)
+LEXICAL_RRF_WEIGHT = 1.0
 
 
 @dataclass
@@ -37,12 +38,13 @@ class Hit:
     row: int
 
 
-def fuse_rankings(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
-    """Reciprocal rank fusion: each item scores sum(1 / (k + rank)), rank counted from 1."""
+def fuse_rankings(rankings: list[list[int]], k: int = RRF_K, weights: list[float] | None = None
+                  ) -> dict[int, float]:
+    """Reciprocal rank fusion: each item scores sum(w / (k + rank)), rank counted from 1."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, item in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
     return fused
 
 
@@ -63,8 +65,11 @@ def fuse_scores(dense: dict[int, float], lexical: dict[int, float], dense_weight
 
 class Retriever:
     def __init__(self, index: CourseIndex, embedder: Embedder, fusion: Fusion = "rrf",
-                 reranker_model: str = "", candidates: int = 40):
+                 reranker_model: str = "", candidates: int = 40, dense_weight: float = DENSE_WEIGHT,
+                 lexical_rrf_weight: float = LEXICAL_RRF_WEIGHT):
         self.index = index
+        self.dense_weight = dense_weight
+        self.lexical_rrf_weight = lexical_rrf_weight
         self.embedder = embedder
         self.fusion = fusion
         self.candidates = candidates
@@ -118,9 +123,10 @@ class Retriever:
         elif mode == "lexical":
             fused = {i: lexical[i] for i in lexical_rank}
         elif self.fusion == "rrf":
-            fused = fuse_rankings([dense_rank, lexical_rank])
+            fused = fuse_rankings([dense_rank, lexical_rank], weights=[1.0, self.lexical_rrf_weight])
         else:
-            fused = fuse_scores({i: dense[i] for i in dense_rank}, {i: lexical[i] for i in lexical_rank})
+            fused = fuse_scores({i: dense[i] for i in dense_rank}, {i: lexical[i] for i in lexical_rank},
+                                dense_weight=self.dense_weight)
         order = sorted(fused, key=lambda i: (-fused[i], i))
         hits = [Hit(self.index.chunks[i], fused[i], dense[i], lexical[i], i)
                 for i in order[: max(k, n) if self._reranker_model else k]]

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     max_answer_tokens: int = Field(512, ge=16, le=8192, description="Longest answer the LLM may write.")
 
     top_k: int = Field(5, ge=1, le=50, description="Sources handed to the answer.")
-    fusion: Literal["rrf", "weighted"] = Field("rrf", description="How dense and lexical rankings are fused.")
+    fusion: Literal["rrf", "weighted"] = Field("weighted", description="How dense and lexical rankings are fused.")
     reranker_model: str = Field("", description="Optional cross-encoder folder to rerank the fused candidates.")
     min_relevance: float = Field(
         -1.0, description="Dense-similarity floor below which a question is out of scope; -1 uses the "

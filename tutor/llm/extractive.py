@@ -20,7 +20,8 @@ from tutor.llm import BackendConfig, LLMBackend, register_backend
 
 MAX_SENTENCES = 4
 PER_SOURCE = 2
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+_BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s+")
+_WRAPPED = re.compile(r"(?<=[a-z,;])\n(?=[a-z(])")  # a line break inside a sentence (PDF text wraps)
 _EQUATION_LINE = re.compile(r"^\s*\$\$.*\$\$\s*$", re.S)
 _NOTES = re.compile(r"^Notes:\s*")
 _CODE_LINE = re.compile(
@@ -32,7 +33,7 @@ def candidate_sentences(text: str, heading: str = "") -> list[str]:
     """Sentences and bullet points of a passage that could answer something: a displayed equation is
     kept with its lead-in, while the heading itself, exercise questions and speaker-note prefixes go."""
     out: list[str] = []
-    text = text.split("\nNotes:")[0]  # a slide's speaker notes help retrieval but read oddly as answers
+    text = _WRAPPED.sub(" ", text.split("\nNotes:")[0])  # speaker notes help retrieval, read oddly as answers
     for raw in split_sentences(text):
         if _CODE_LINE.search(raw):
             continue
