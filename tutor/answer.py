@@ -143,7 +143,8 @@ class Tutor:
         strict = policy.looks_like_injection(question)
         homework = policy.match_assignment(
             question, self.course.get("assignments", []), [(h.chunk, h.dense) for h in graded],
-            threshold=policy.INJECTION_HOMEWORK_SIMILARITY if strict else policy.HOMEWORK_SIMILARITY)
+            threshold=policy.INJECTION_HOMEWORK_SIMILARITY if strict else policy.HOMEWORK_SIMILARITY,
+            teaching_similarity=top if top is not None else 1.0)
         timings["retrieve_s"] = time.perf_counter() - started
         answer = Answer(question=question, text="", mode=mode, course=self.index.course_id,
                         backend=self.backend.name, model=self.backend.model, top_similarity=top)

@@ -19,7 +19,10 @@ from ingest.model import Chunk
 
 # Calibrated with benchmarks/calibrate_policy.py on eval/datasets/dl-intro.jsonl (see its output).
 OUT_OF_SCOPE_SIMILARITY = 0.30
-HOMEWORK_SIMILARITY = 0.62
+HOMEWORK_SIMILARITY = 0.667
+# A question at least this close to an assignment, and closer to it than to any teaching material,
+# is about the assignment (lecture worked examples resemble problems, so similarity alone is not enough).
+HOMEWORK_RELATIVE_FLOOR = 0.40
 INJECTION_HOMEWORK_SIMILARITY = 0.40
 LEAK_SHINGLE_SHARE = 0.12
 LEAK_NUMBERS = 2
@@ -55,11 +58,13 @@ def looks_like_injection(text: str) -> bool:
 
 
 def match_assignment(question: str, assignments: list[dict], assignment_hits: list[tuple[Chunk, float]],
-                     threshold: float = HOMEWORK_SIMILARITY) -> AssignmentMatch | None:
-    """The assignment the question is about: named (hw1, "homework 2") or near-verbatim in its text.
+                     threshold: float = HOMEWORK_SIMILARITY, teaching_similarity: float = 1.0
+                     ) -> AssignmentMatch | None:
+    """The assignment the question is about: named (hw1, "homework 2"), near-verbatim in its text, or
+    closer to it than to anything the course teaches.
 
     `assignment_hits` are the best assignment/solution chunks for the question with their dense
-    similarity."""
+    similarity; `teaching_similarity` is the best similarity among the teaching material."""
     by_id = {a["id"].lower(): a for a in assignments}
     named = _ASSIGNMENT_NAME.search(question)
     if named:
@@ -69,7 +74,8 @@ def match_assignment(question: str, assignments: list[dict], assignment_hits: li
                 return AssignmentMatch(a["id"], a["title"], a.get("path", ""), a.get("solution", ""),
                                        f"names {named.group(0)}")
     for chunk, similarity in assignment_hits:
-        if similarity < threshold:
+        relative = similarity >= HOMEWORK_RELATIVE_FLOOR and similarity >= teaching_similarity
+        if similarity < threshold and not relative:
             continue
         for a in assignments:
             if chunk.locator.path in (a.get("path"), a.get("solution")):
