@@ -40,7 +40,7 @@ def candidate_sentences(text: str, heading: str = "") -> list[str]:
         sentence = _NOTES.sub("", _BULLET.sub("", raw)).strip()
         if not sentence:
             continue
-        if out and (_EQUATION_LINE.match(sentence) and out[-1].rstrip().endswith(":")):
+        if out and _EQUATION_LINE.match(sentence):  # a displayed equation completes the sentence before it
             out[-1] = f"{out[-1]}\n\n{sentence}\n"
             continue
         out.append(sentence)
