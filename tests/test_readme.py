@@ -36,13 +36,17 @@ def test_every_tutor_command_in_the_readme_exists():
     tutor = [shlex.split(c) for c in readme_commands() if "tutor " in c]
     assert tutor, "the README shows no tutor command"
     for argv in tutor:
-        words = [w for w in argv[1:] if not w.startswith("-") and not w.startswith('"')]
+        words = [w for w in argv[1:] if not w.startswith("-")]
         command = words[:1]
         done = subprocess.run([sys.executable, "-m", "tutor.cli", *command, "--help"], cwd=ROOT,
                               capture_output=True, text=True)
+        if len(words) > 1 and re.search(rf"│ {re.escape(words[1])}\s", done.stdout):  # a sub-command
+            command = words[:2]
+            done = subprocess.run([sys.executable, "-m", "tutor.cli", *command, "--help"], cwd=ROOT,
+                                  capture_output=True, text=True)
         assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr}"
         for flag in (w.split("=")[0] for w in argv if w.startswith("--") and w != "--help"):
-            assert flag in done.stdout, f"{' '.join(argv)}: {flag} is not an option of `tutor {command[0]}`"
+            assert flag in done.stdout, f"{' '.join(argv)}: {flag} is not an option of `tutor {' '.join(command)}`"
 
 
 def test_readme_settings_are_real_settings():
