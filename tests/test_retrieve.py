@@ -84,3 +84,14 @@ def test_rerank_orders_candidates_by_the_cross_encoder(index, tmp_path):
     oracle = CrossEncoder(str(model), device="cpu").predict([(question, h.chunk.embed_text()) for h in plain])
     expected = [plain[i].chunk.id for i in sorted(range(len(plain)), key=lambda i: -oracle[i])[:5]]
     assert [h.chunk.id for h in reranked] == expected
+
+
+def test_langchain_retriever_returns_documents_with_locators(index):
+    from tutor.langchain_retriever import CourseRetriever
+
+    retriever = CourseRetriever(retriever=Retriever(index, shared_embedder()), k=3)
+    docs = retriever.invoke("Which activation does max pooling keep?")
+    assert len(docs) == 3 and docs[0].metadata["path"] == "slides/lecture2.pptx"
+    assert docs[0].metadata["url"] == "slides/lecture2.pptx#slide=2" and "Max pooling" in docs[0].page_content
+    only_solutions = CourseRetriever(retriever=Retriever(index, shared_embedder()), kinds=["solution"])
+    assert all(d.metadata["kind"] != "solution" for d in only_solutions.invoke("final answer x3"))
