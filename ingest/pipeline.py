@@ -26,7 +26,7 @@ from ingest.embed import Embedder, EmbeddingCache, embed_with_cache
 from ingest.errors import LoaderError
 from ingest.loaders import load_file, loader_for
 from ingest.model import Chunk, SourceFile
-from ingest.store import IndexManifest, load_index, read_chunks, read_manifest, write_index
+from ingest.store import IndexManifest, load_index, read_manifest, write_index
 
 Progress = Callable[[float, str], None]
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # a damaged PDF gets one reason in the report, not log noise

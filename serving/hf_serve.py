@@ -169,14 +169,15 @@ def start_transformers_serve(
     return ServeProcess(process=process, base_url=f"http://{host}:{port}/v1", model=repo_id, log_path=log_path)
 
 
-def wait_healthy(base_url: str, timeout_s: float = 120.0, server: ServeProcess | None = None) -> None:
+def wait_healthy(base_url: str, timeout_s: float = 120.0, server: ServeProcess | None = None,
+                 engine: str = "transformers serve", poll_s: float = 0.2) -> None:
     """Block until `GET /health` answers 200; raise `ServeStartError` if the server dies or times out."""
     health_url = base_url.rstrip("/").removesuffix("/v1") + "/health"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server is not None and server.process.poll() is not None:
             raise ServeStartError(
-                f"transformers serve exited with code {server.process.returncode} before becoming healthy; "
+                f"{engine} exited with code {server.process.returncode} before becoming healthy; "
                 f"its log ({server.log_path}) ends with:\n{_log_tail(server.log_path)}"
             )
         try:
@@ -185,7 +186,7 @@ def wait_healthy(base_url: str, timeout_s: float = 120.0, server: ServeProcess |
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        time.sleep(0.2)
+        time.sleep(poll_s)
     tail = f"; its log ({server.log_path}) ends with:\n{_log_tail(server.log_path)}" if server else ""
     raise ServeStartError(f"no healthy server at {health_url} after {timeout_s:g}s{tail}")
 

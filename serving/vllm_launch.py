@@ -27,14 +27,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.errors import ConfigError, TutorError
-from serving.hf_serve import LOG_TAIL_CHARS, ServeStartError
+from serving.hf_serve import wait_healthy
 
 # vLLM's accepted values of --max-lora-rank (vllm/config/lora.py, `MaxLoRARanks`). An adapter of
 # any rank r <= max_lora_rank loads; vLLM reserves memory for max_lora_rank per adapter slot.
@@ -286,25 +283,5 @@ def start_vllm(argv: list[str], log_path: Path, env: dict[str, str] | None = Non
 
 def wait_for_health(server: VllmProcess, timeout_s: float, engine: str = "vllm serve") -> None:
     """Block until the server's `/health` answers 200; `ServeStartError` with its log tail otherwise."""
-    health_url = server.base_url.removesuffix("/v1") + "/health"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise ServeStartError(f"{engine} exited with code {server.process.returncode} before becoming "
-                                  f"healthy; its log ({server.log_path}) ends with:\n{_tail(server.log_path)}")
-        try:
-            with urllib.request.urlopen(health_url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1.0)
-    raise ServeStartError(f"{engine} was not healthy at {health_url} after {timeout_s:g}s; its log "
-                          f"({server.log_path}) ends with:\n{_tail(server.log_path)}")
+    wait_healthy(server.base_url, timeout_s, server, engine=engine, poll_s=1.0)
 
-
-def _tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-    except OSError:
-        return "(no log)"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from course_fixtures import shared_embedder
 from typer.testing import CliRunner
 

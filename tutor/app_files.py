@@ -24,7 +24,7 @@ from urllib.parse import quote
 from markdown_it import MarkdownIt
 
 from ingest.errors import TutorError
-from ingest.loaders.markdown import HeadingSlugger
+from ingest.loaders.markdown import HeadingSlugger, heading_plain_text
 
 ROUTE = "course-file"
 _NO_SCRIPT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; sandbox"
@@ -88,7 +88,7 @@ def render_markdown_page(text: str, title: str) -> str:
     slugger = HeadingSlugger()
     for opening, inline in zip(tokens, tokens[1:]):
         if opening.type == "heading_open" and opening.level == 0:
-            opening.attrSet("id", slugger.slug(_heading_text(inline)))
+            opening.attrSet("id", slugger.slug(heading_plain_text(inline)))
     body = parser.renderer.render(tokens, parser.options, {})
     return _page(title, body)
 
@@ -124,16 +124,6 @@ def render_notebook_page(path: Path, title: str) -> str:
     if soup.body:
         soup.body.insert(0, banner)
     return str(soup)
-
-
-def _heading_text(inline) -> str:
-    parts = []
-    for child in inline.children or []:
-        if child.type in ("text", "code_inline"):
-            parts.append(child.content)
-        elif child.type in ("softbreak", "hardbreak"):
-            parts.append(" ")
-    return " ".join("".join(parts).split())
 
 
 def _page(title: str, body: str) -> str:

@@ -63,7 +63,7 @@ def find_headings(markdown: str) -> list[Heading]:
     for opening, inline in zip(tokens, tokens[1:]):
         if opening.type == "heading_open" and opening.level == 0 and opening.map:
             level = int(opening.tag[1])
-            headings.append(Heading(level, _plain_text(inline), opening.map[0], opening.map[1]))
+            headings.append(Heading(level, heading_plain_text(inline), opening.map[0], opening.map[1]))
     return headings
 
 
@@ -105,7 +105,7 @@ def _split_front_matter(text: str) -> tuple[str, str]:
     return (title.group(1).strip("'\"") if title else ""), text[match.end():]
 
 
-def _plain_text(inline) -> str:
+def heading_plain_text(inline) -> str:
     """A heading's words without markup: text, inline code and link text, spacing normalised."""
     parts = []
     for child in inline.children or []:
