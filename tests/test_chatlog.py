@@ -128,3 +128,24 @@ def test_concurrent_logging_loses_nothing(log):
         t.join()
     assert len(log.chats("dl", limit=1000)) == 80
     assert all(r["rating"] == 1 for r in log.chats("dl", limit=1000))
+
+
+def test_tutor_report_prints_what_students_ask(tmp_path):
+    from typer.testing import CliRunner
+
+    from tutor.cli import app
+
+    log = ChatLog(tmp_path / "chatlog.sqlite")
+    chat = log.log_answer("s1", answer("What is dropout?", paths=("book/06.md",)))
+    log.log_answer("s2", answer("Best pizza in town?", paths=(), refused="out_of_scope", top=0.1))
+    log.record_feedback(chat, "s1", -1, "unclear", "too short")
+    done = CliRunner().invoke(app, ["report", "--data-dir", str(tmp_path), "--course", "dl", "--json"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    assert data["most_cited"] == [["book/06.md", 1]]
+    assert data["declined"] == [{"question": "Best pizza in town?", "reason": "out_of_scope"}]
+    assert data["thumbs_down"] == [{"question": "What is dropout?", "category": "unclear", "comment": "too short"}]
+    text = CliRunner().invoke(app, ["report", "--data-dir", str(tmp_path)]).output
+    assert "book/06.md" in text and "[out_of_scope] Best pizza in town?" in text
+    missing = CliRunner().invoke(app, ["report", "--data-dir", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "no chat log" in missing.output

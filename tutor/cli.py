@@ -443,6 +443,49 @@ def bench(
     typer.echo(f"saved {json_path} and {png_path}")
 
 
+@app.command()
+@friendly_errors
+def report(
+    course: Course = None,
+    data_dir: DataDir = None,
+    days: Annotated[int, typer.Option("--days", help="How many days of questions to count.")] = 30,
+    as_json: AsJson = False,
+) -> None:
+    """What students ask: questions per day, most-cited files, declined, weak and thumbs-down answers."""
+    from tutor.chatlog import ChatLog
+    from tutor.errors import CourseNotFoundError
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, course=course)
+    path = settings.data_dir / "chatlog.sqlite"
+    if not path.is_file():
+        raise CourseNotFoundError(f"no chat log at {path} yet; students' questions are logged by `tutor chat`")
+    log, course_id = ChatLog(path), settings.course or None
+    data = {
+        "questions_per_day": log.questions_per_day(course_id, days),
+        "most_cited": log.most_cited(course_id),
+        "declined": [{"question": r["question"], "reason": r["refused"]} for r in log.refused(course_id, 20)],
+        "low_confidence": [{"question": r["question"], "similarity": r["top_similarity"]}
+                           for r in log.low_confidence(course_id, limit=20)],
+        "thumbs_down": [{"question": r["question"], "category": r.get("category"), "comment": r.get("comment")}
+                        for r in log.thumbs_down(course_id, 20)],
+    }
+    if as_json:
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    typer.echo("Questions per day: " + (", ".join(f"{d} {n}" for d, n in data["questions_per_day"]) or "none"))
+    typer.echo("Most-cited files:")
+    for path_, n in data["most_cited"]:
+        typer.echo(f"  {n:4d}  {path_}")
+    for title, key, extra in (("Declined", "declined", "reason"), ("Weak matches", "low_confidence", "similarity"),
+                              ("Thumbs down", "thumbs_down", "category")):
+        typer.echo(f"{title} ({len(data[key])}):")
+        for row in data[key]:
+            value = row[extra]
+            value = f"{value:.2f}" if isinstance(value, float) else (value or "-")
+            typer.echo(f"  [{value}] {row['question']}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
