@@ -72,3 +72,10 @@ def test_streaming_renumbering_gives_the_same_text_however_it_is_split(pieces):
     out = "".join(stream.feed(p) for p in pieces) + stream.flush()
     assert out == "Adam [1] then momentum [2] and ."
     assert stream.numbers == {2: 1, 1: 2}
+
+
+def test_a_marker_after_the_full_stop_still_belongs_to_its_sentence():
+    passage = source(1, "Typical rates are 0.1 to 0.5. Dropout is used less in convolutional layers.")
+    _, citations = resolve_citations("- Dropout is used less in convolutional layers. [1]\n- Other text.", [passage])
+    assert citations[0].quote == "Dropout is used less in convolutional layers."
+    assert citations[0].supports == ["- Dropout is used less in convolutional layers."]

@@ -16,7 +16,9 @@ from tutor.prompt import Source
 MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 # Code and math are left alone: `x[1]` in a code block is an index, not a citation.
 _PROTECTED = re.compile(r"```.*?(?:```|$)|`[^`\n]*`|\$\$.*?\$\$|\$[^$\n]+\$", re.S)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\\(\[])|\n+")
+# A sentence ends at . ! ? before a capital, math or a bracket, but not before a citation marker:
+# "... in training. [1]" keeps its marker.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\\(]|\[(?!\d))|\n+")
 
 
 @dataclass
