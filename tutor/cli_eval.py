@@ -1,0 +1,169 @@
+"""`tutor eval`: score answers, compare runs, gate regressions, build question sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tutor.cli_options import AsJson, Backend, Course, DataDir, friendly_errors
+
+class _EvalGroup(typer.core.TyperGroup):
+    """`tutor eval DATASET ...` is short for `tutor eval run DATASET ...`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_EvalGroup, no_args_is_help=True,
+    help="Measure answer quality: `tutor eval DATASET` runs a question set; compare, gate, generate, from-feedback.")
+
+JudgeName = Annotated[str, typer.Option("--judge", help="auto | embedding | lexical | llm (auto: llm when "
+                                        "--judge-base-url is set, else embedding).")]
+JudgeUrl = Annotated[str, typer.Option("--judge-base-url", envvar="TUTOR_JUDGE_BASE_URL",
+                                       help="OpenAI-compatible server of the llm judge.")]
+JudgeModel = Annotated[str, typer.Option("--judge-model", envvar="TUTOR_JUDGE_MODEL",
+                                         help="Model name of the llm judge.")]
+JudgeKey = Annotated[str, typer.Option("--judge-api-key", envvar="TUTOR_JUDGE_API_KEY",
+                                       help="API key of the judge server.")]
+
+
+@eval_app.command("run")
+@friendly_errors
+def eval_run(
+    dataset: Annotated[Path, typer.Argument(help="Question set, JSONL (e.g. eval/datasets/dl-intro.jsonl).")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Run folder; an existing one is resumed (default: DATA_DIR/eval/<dataset>-<time>).")] = None,
+    course: Course = None,
+    data_dir: DataDir = None,
+    backend: Backend = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="explain | socratic")] = None,
+    judge: JudgeName = "auto",
+    judge_base_url: JudgeUrl = "",
+    judge_model: JudgeModel = "",
+    judge_api_key: JudgeKey = "",
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Questions answered at once (latency is measured under this load).")] = 4,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N cases.")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard the answers already in --out.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Answer every question of DATASET, score it, and write metrics.json and report.html/md."""
+    import time
+
+    from eval.judges import JudgeConfig, create_judge, resolve_judge_name
+    from eval.report import summary_text
+    from eval.runner import evaluate
+    from tutor.answer import Tutor
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, course=course, llm_backend=backend, mode=mode)
+    tutor = Tutor.from_settings(settings)
+    out = out or settings.data_dir / "eval" / f"{dataset.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = JudgeConfig(base_url=judge_base_url, model=judge_model, api_key=judge_api_key,
+                         cache_path=out / "judge-cache.sqlite")
+    judge_impl = create_judge(resolve_judge_name(judge, config), config, embedder=tutor.embedder)
+    run = evaluate(dataset, out, tutor, judge_impl, workers=workers, mode=mode, limit=limit, restart=restart,
+                   progress=not as_json)
+    typer.echo(json.dumps(run.metrics) if as_json else summary_text(run))
+
+
+@eval_app.command("compare")
+@friendly_errors
+def eval_compare(
+    run_a: Annotated[Path, typer.Argument(help="The baseline run folder.")],
+    run_b: Annotated[Path, typer.Argument(help="The run compared with it.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write FILE.md and FILE.json.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Metric deltas B - A with paired bootstrap 95% CIs, and the cases that flipped."""
+    from eval.compare import compare_runs, comparison_markdown, load_run
+
+    comparison = compare_runs(load_run(run_a), load_run(run_b))
+    text = comparison_markdown(comparison)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(text, encoding="utf-8")
+        out.with_suffix(".json").write_text(json.dumps(comparison, indent=1), encoding="utf-8")
+    typer.echo(json.dumps(comparison) if as_json else text)
+
+
+@eval_app.command("gate")
+@friendly_errors
+def eval_gate(
+    run: Annotated[Path, typer.Argument(help="The run folder (holding metrics.json).")],
+    thresholds: Annotated[Path, typer.Option("--thresholds", help="TOML with [min] and [max] metric tables.")],
+) -> None:
+    """Exit 1, naming the metrics, when the run misses a threshold (for CI)."""
+    from eval.gate import check_gate, load_thresholds, run_metrics
+
+    checks = check_gate(run_metrics(run), load_thresholds(thresholds))
+    for check in checks:
+        typer.echo(check.describe())
+    failed = [c.metric for c in checks if not c.passed]
+    if failed:
+        typer.echo(f"gate failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"gate passed: {len(checks)} thresholds met")
+
+
+@eval_app.command("generate")
+@friendly_errors
+def eval_generate(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write the cases to.")],
+    count: Annotated[int, typer.Option("--count", help="Cases wanted.")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the chunk sample.")] = 0,
+    course: Course = None,
+    data_dir: DataDir = None,
+    judge_base_url: JudgeUrl = "",
+    judge_model: JudgeModel = "",
+    judge_api_key: JudgeKey = "",
+) -> None:
+    """Write a synthetic question set from the course index, using the llm judge's model."""
+    from eval.dataset import write_dataset
+    from eval.generate import generate_cases
+    from eval.judge_llm import LLMJudge
+    from eval.judges import JudgeConfig
+    from ingest.embed import Embedder
+    from ingest.store import load_index
+    from tutor.answer import resolve_course
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, course=course)
+    index = load_index(settings.index_root(), resolve_course(settings.index_root(), settings.course))
+    judge = LLMJudge(JudgeConfig(base_url=judge_base_url, model=judge_model, api_key=judge_api_key,
+                                 cache_path=settings.data_dir / "cache" / "judge-cache.sqlite"))
+    report = generate_cases(index, judge, Embedder(settings.embedding_model), count=count, seed=seed)
+    write_dataset(out, report.cases)
+    typer.echo(f"{report.summary()}\nwrote {out}")
+
+
+@eval_app.command("from-feedback")
+@friendly_errors
+def eval_from_feedback(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file; cases already in it are kept.")],
+    course: Course = None,
+    data_dir: DataDir = None,
+    export: Annotated[Optional[Path], typer.Option(
+        "--export", help="Read an (instructor-corrected) export instead of the chat log.")] = None,
+) -> None:
+    """Turn thumbs-down answers from the chat log (or a corrected export) into eval cases."""
+    from eval.dataset import load_dataset, write_dataset
+    from eval.feedback import cases_from_chatlog, cases_from_export, merge_cases, open_chatlog
+    from tutor.settings import load_settings
+
+    if export:
+        new = cases_from_export(export)
+    else:
+        new = cases_from_chatlog(open_chatlog(load_settings(data_dir=data_dir).data_dir), course=course)
+    existing = load_dataset(out) if out.is_file() and out.stat().st_size else []
+    cases = merge_cases(existing, new)
+    write_dataset(out, cases)
+    needs = sum(1 for c in new if c.extra.get("needs"))
+    typer.echo(f"{len(cases) - len(existing)} new cases ({needs} need a reference or sources filled in); "
+               f"{len(cases)} in {out}")

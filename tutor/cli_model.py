@@ -1,0 +1,157 @@
+"""The model side of `tutor`: finetune, serve, bench (the `serving` package, imported lazily)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tutor.cli_options import AsJson, Course, DataDir, friendly_errors
+
+model_app = typer.Typer()
+
+@model_app.command()
+@friendly_errors
+def finetune(
+    course: Course = None,
+    data_dir: DataDir = None,
+    base: Annotated[Optional[Path], typer.Option(
+        "--base", help="Base model folder (a transformers chat model; default: TUTOR_LLM_MODEL_PATH).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output folder: data/, adapter/, merged/ (default: <data dir>/adapters/<course>).")] = None,
+    teacher_model: Annotated[str, typer.Option("--teacher-model", help="Model that writes synthetic Q&A.")] = "",
+    teacher_base_url: Annotated[str, typer.Option(
+        "--teacher-base-url", help="OpenAI-compatible server of the teacher model.")] = "",
+    teacher_questions: Annotated[int, typer.Option("--teacher-questions", help="Passages to write Q&A for.")] = 40,
+    rank: Annotated[int, typer.Option("--rank", help="LoRA rank (1-512; vLLM serves rank <= --max-lora-rank).")] = 8,
+    alpha: Annotated[int, typer.Option("--alpha", help="LoRA alpha (the update is scaled by alpha/rank).")] = 16,
+    target_modules: Annotated[str, typer.Option(
+        "--target-modules", help="Comma-separated linear layers to adapt.")] = "q_proj,v_proj",
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (AdamW, constant).")] = 2e-4,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training examples.")] = 3,
+    max_length: Annotated[int, typer.Option("--max-length", help="Longest example in tokens.")] = 4096,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per step.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation and example order.")] = 0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sources per prompt (default: the tutor's).")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Also save the base with the adapter merged in.")] = False,
+    data_only: Annotated[bool, typer.Option("--data-only", help="Build and save the examples; do not train.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Fine-tune a LoRA adapter on the course (instructor Q&A, liked answers, policy examples)."""
+    from serving.finetune import LoraSettings, finetune_course
+    from serving.finetune_data import DataOptions
+    from tutor.llm import BackendConfig, create_backend
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, course=course)
+    lora = LoraSettings(rank=rank, alpha=alpha, target_modules=tuple(m.strip() for m in target_modules.split(",")
+                                                                    if m.strip()),
+                        learning_rate=lr, epochs=epochs, max_length=max_length, batch_size=batch_size, seed=seed)
+    options = DataOptions(top_k=top_k or settings.top_k, max_teacher_questions=teacher_questions)
+    teacher = None
+    if teacher_model or teacher_base_url:
+        teacher = create_backend("openai", BackendConfig(
+            base_url=teacher_base_url, model=teacher_model, api_key=settings.llm_api_key.get_secret_value()))
+
+    def log(record: dict) -> None:
+        if as_json:
+            return
+        if record["event"] == "step":
+            typer.echo(f"epoch {record['epoch']} step {record['step']}: loss {record['loss']:.4f}")
+        elif record["event"] == "epoch":
+            validation = record["validation_loss"]
+            typer.echo(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, validation loss "
+                       + (f"{validation:.4f}" if validation is not None else "-"))
+        elif record["event"] == "tokenized" and record["too_long"]:
+            typer.echo(f"note: {record['too_long']} examples are longer than --max-length {max_length} tokens "
+                       "and were left out")
+        elif record["event"] == "data":
+            typer.echo(f"{record['train']} training and {record['validation']} validation examples "
+                       f"{record['counts']} in {record['path']} (sha256 {record['sha256'][:12]})")
+            for note in record["notes"]:
+                typer.echo(f"note: {note}")
+
+    base_model = base or (Path(settings.llm_model_path) if settings.llm_model_path else None)
+    summary = finetune_course(settings, course, base_model, out, lora, options, teacher, merge, data_only, log)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    elif "adapter" in summary:
+        typer.echo(f"adapter: {summary['adapter']} ({summary['metrics']['steps_per_s']} steps/s)")
+        if summary.get("merged"):
+            typer.echo(f"merged model: {summary['merged']}")
+        typer.echo(f"serve it: tutor serve --base {base_model} --adapter NAME={summary['adapter']}")
+
+
+@model_app.command()
+@friendly_errors
+def serve(
+    base: Annotated[str, typer.Option("--base", help="Base model folder (vllm also takes a hub id).")],
+    engine: Annotated[str, typer.Option("--engine", help="vllm (GPU, LoRA adapters) | transformers (CPU).")] = "vllm",
+    adapter: Annotated[Optional[list[str]], typer.Option(
+        "--adapter", help="NAME=PATH of a LoRA adapter, served as model NAME (repeatable).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    max_loras: Annotated[int, typer.Option("--max-loras", help="vllm: adapters per batch (0: all).")] = 0,
+    max_lora_rank: Annotated[int, typer.Option(
+        "--max-lora-rank", help="vllm: largest adapter rank, 8/16/32/... (0: the smallest that fits).")] = 0,
+    served_model_name: Annotated[str, typer.Option(
+        "--served-model-name", help="Name of the base model in requests.")] = "",
+    gpu_memory_utilization: Annotated[float, typer.Option(
+        "--gpu-memory-utilization", help="vllm: share of GPU memory to use.")] = 0.9,
+    tensor_parallel_size: Annotated[int, typer.Option(
+        "--tensor-parallel-size", help="vllm: GPUs per replica.")] = 1,
+    data_dir: DataDir = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the server command and exit.")] = False,
+) -> None:
+    """Serve the base model and course adapters on an OpenAI-compatible server; prints the tutor's settings."""
+    import shlex
+
+    from serving.serve import ServeRequest, parse_adapters, serve_until_stopped, server_command
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    request = ServeRequest(
+        engine=engine, base=base, adapters=parse_adapters(adapter or []), work_dir=settings.data_dir / "serve",
+        host=host, port=port, served_model_name=served_model_name, max_loras=max_loras,
+        max_lora_rank=max_lora_rank, gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size)
+    if dry_run:
+        typer.echo(shlex.join(server_command(request)))
+        return
+    serve_until_stopped(request, typer.echo)
+
+
+@model_app.command()
+@friendly_errors
+def bench(
+    base_url: Annotated[str, typer.Option("--base-url", help="OpenAI-compatible server (ending in /v1).")],
+    model: Annotated[list[str], typer.Option("--model", help="Model name; give two to compare them.")],
+    base_url2: Annotated[Optional[str], typer.Option(
+        "--base-url2", help="A second server to compare (same --model, or the second one).")] = None,
+    course: Course = None,
+    data_dir: DataDir = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Simulated students at once.")] = 8,
+    duration: Annotated[float, typer.Option("--duration", help="Seconds of load per target.")] = 30.0,
+    max_requests: Annotated[int, typer.Option("--max-requests", help="Cap per target (0: none).")] = 0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Longest answer requested.")] = 256,
+    questions: Annotated[Optional[Path], typer.Option(
+        "--questions", help="Eval JSONL to replay (default: eval/datasets/<course>.jsonl, else section titles).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for bench.json and bench.png.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Load-test served models through the full tutor path: TTFT p50/p95, requests/s, tokens/s."""
+    from serving.bench import BenchOptions, bench_course, format_report, targets_from_flags
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, course=course)
+    options = BenchOptions(concurrency=concurrency, duration_s=duration, max_requests=max_requests,
+                           max_tokens=max_tokens)
+    report, json_path, png_path = bench_course(settings, course, targets_from_flags(base_url, model, base_url2),
+                                               options, questions, out)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(format_report(report))
+    typer.echo(f"saved {json_path} and {png_path}")

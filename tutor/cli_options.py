@@ -1,0 +1,35 @@
+"""What every `tutor` command shares: the option types and the error boundary.
+
+Project errors (`TutorError`) become `error: <message>` on stderr and exit status 2; anything else
+is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Index/cache/log folder (default: ./data).")]
+Course = Annotated[Optional[str], typer.Option("--course", help="Course id (default: the only indexed course).")]
+Backend = Annotated[Optional[str], typer.Option(
+    "--backend", help="LLM backend: extractive | openai | local | auto.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def friendly_errors(fn):
+    """Turn a `TutorError` into `error: <message>` on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ingest.errors import TutorError
+
+        try:
+            return fn(*args, **kwargs)
+        except TutorError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
