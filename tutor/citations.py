@@ -16,9 +16,9 @@ from tutor.prompt import Source
 MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 # Code and math are left alone: `x[1]` in a code block is an index, not a citation.
 _PROTECTED = re.compile(r"```.*?(?:```|$)|`[^`\n]*`|\$\$.*?\$\$|\$[^$\n]+\$", re.S)
-# A sentence ends at . ! ? before a capital, math or a bracket, but not before a citation marker:
-# "... in training. [1]" keeps its marker.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\\(]|\[(?!\d))|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\\(\[])|\n+")
+# Markers written after the full stop ("... in training. [1]") belong to the sentence before them.
+_MARKERS_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Citation:
 
 
 def split_sentences(text: str) -> list[str]:
+    text = _MARKERS_AFTER_STOP.sub(r"\2\1", text)
     return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
@@ -77,7 +78,7 @@ def resolve_citations(text: str, sources: list[Source]) -> tuple[str, list[Citat
     for sentence in split_sentences(_PROTECTED.sub(" ", cleaned)):
         for match in MARKER.finditer(sentence):
             for raw in match.group(1).split(","):
-                claim = MARKER.sub("", sentence).strip()
+                claim = re.sub(r"\s+([.,;:!?])", r"\1", MARKER.sub("", sentence)).strip()
                 if claim not in citing.setdefault(int(raw), []):
                     citing[int(raw)].append(claim)
 
