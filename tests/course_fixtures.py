@@ -85,3 +85,12 @@ solution = "solutions/hw1.md"
 due = 2026-09-15
 """, encoding="utf-8")
     return root
+
+
+def ingest_small_course(root: Path) -> Path:
+    """Write the small course under `root/course`, ingest it into `root/data`, return the data dir."""
+    from ingest.pipeline import IngestOptions, ingest_course
+
+    ingest_course(write_small_course(root / "course"), IngestOptions(data_dir=root / "data"),
+                  embedder=shared_embedder())
+    return root / "data"

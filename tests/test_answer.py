@@ -7,9 +7,8 @@ import re
 import socket
 
 import pytest
-from course_fixtures import shared_embedder, write_small_course
+from course_fixtures import ingest_small_course, shared_embedder
 
-from ingest.pipeline import IngestOptions, ingest_course
 from tutor import policy
 from tutor.answer import Tutor, retrieval_query
 from tutor.llm import BackendConfig, LLMBackend, create_backend, register_backend
@@ -34,10 +33,7 @@ register_backend("scripted")(lambda config: ScriptedBackend())
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("answer")
-    course = write_small_course(root / "course")
-    ingest_course(course, IngestOptions(data_dir=root / "data"), embedder=shared_embedder())
-    return root / "data"
+    return ingest_small_course(tmp_path_factory.mktemp("answer"))
 
 
 def make_tutor(data_dir, backend: LLMBackend | None = None) -> Tutor:

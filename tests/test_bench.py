@@ -7,10 +7,9 @@ import random
 
 import numpy as np
 import pytest
-from course_fixtures import shared_embedder, write_small_course
+from course_fixtures import ingest_small_course, shared_embedder
 from typer.testing import CliRunner
 
-from ingest.pipeline import IngestOptions, ingest_course
 from ingest.store import load_index
 from serving.bench import (
     BenchOptions,
@@ -28,10 +27,7 @@ from tutor.settings import load_settings
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    course = write_small_course(root / "course")
-    ingest_course(course, IngestOptions(data_dir=root / "data"), embedder=shared_embedder())
-    return root / "data"
+    return ingest_small_course(tmp_path_factory.mktemp("bench"))
 
 
 def test_bench_compares_two_model_names_on_a_real_server(tiny_server, data_dir, tmp_path):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from course_fixtures import shared_embedder, write_small_course
+from course_fixtures import ingest_small_course, shared_embedder
 
 from ingest.embed import default_model_path
-from ingest.pipeline import IngestOptions, ingest_course
 from ingest.store import load_index
 from tutor.retrieve import Retriever, fuse_rankings, fuse_scores
 
@@ -32,10 +31,7 @@ def test_weighted_fusion_matches_a_hand_computed_case():
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
-    root = tmp_path_factory.mktemp("retrieve")
-    ingest_course(write_small_course(root / "course"), IngestOptions(data_dir=root / "data"),
-                  embedder=shared_embedder())
-    return load_index(root / "data/index", "small")
+    return load_index(ingest_small_course(tmp_path_factory.mktemp("retrieve")) / "index", "small")
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
