@@ -91,3 +91,37 @@ def test_langchain_retriever_returns_documents_with_locators(index):
     assert docs[0].metadata["url"] == "slides/lecture2.pptx#slide=2" and "Max pooling" in docs[0].page_content
     only_solutions = CourseRetriever(retriever=Retriever(index, shared_embedder()), kinds=["solution"])
     assert all(d.metadata["kind"] != "solution" for d in only_solutions.invoke("final answer x3"))
+
+
+FAKE_JAX_LAX = '''
+import json, os
+def top_k(values, k):  # what bm25s calls while it is being imported
+    keys = ("JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE")
+    with open(os.environ["FAKE_JAX_REPORT"], "w") as out:
+        json.dump({key: os.environ.get(key) for key in keys}, out)
+    return values, values
+'''
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ({}, {"JAX_PLATFORMS": "cpu", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),
+    ({"JAX_PLATFORMS": "cuda"}, {"JAX_PLATFORMS": "cuda", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),
+])
+def test_bm25s_finds_jax_kept_off_the_gpu_unless_the_environment_says_otherwise(tmp_path, preset, expected):
+    """With JAX installed, bm25s runs a JAX op at import; on a GPU that would take 75% of its memory."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "jax").mkdir()
+    (tmp_path / "jax" / "__init__.py").write_text("")
+    (tmp_path / "jax" / "lax.py").write_text(FAKE_JAX_LAX)
+    report = tmp_path / "seen.json"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE")}
+    env.update(preset, FAKE_JAX_REPORT=str(report),
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])]))
+    subprocess.run([sys.executable, "-c", "import ingest.lexical"], env=env, check=True, timeout=120)
+    assert json.loads(report.read_text()) == expected
