@@ -13,8 +13,9 @@ questions made from the index's section titles) round-robin until the time or re
 Targets are measured one after another, so they do not compete for the machine.
 
 Per target: time to first token (the first streamed text, from the moment the question is asked)
-p50/p95, end-to-end latency p50/p95, requests/s, output tokens/s (approximated by whitespace-
-separated words: no tokenizer of the served model is needed), errors (a request that raised, or
+p50/p95, end-to-end latency p50/p95, requests/s, output tokens/s (as the server counts them in
+its streamed usage report; where a server sends none, whitespace-separated words stand in, and
+`tokens_counted_by` says which), errors (a request that raised, or
 whose answer is the extractive fallback after the model failed), and questions the tutor declined
 as out of scope (they never reach the model, so they are counted apart and left out of the timings).
 """
@@ -74,6 +75,7 @@ class RequestRecord:
     ttft_s: float | None = None
     latency_s: float = 0.0
     words: int = 0
+    tokens: int | None = None   # generated tokens as the server counted them (None: it did not say)
     error: str = ""
 
 
@@ -170,7 +172,8 @@ def ask_once(tutor: Tutor, question: str) -> RequestRecord:
         return RequestRecord(question, "declined", first, latency)
     if answer.backend != "openai":  # the model failed and the tutor fell back to extractive
         return RequestRecord(question, "error", first, latency, error=answer.notice or "fell back to extractive")
-    return RequestRecord(question, "ok", first, latency, len(answer.text.split()))
+    tokens = getattr(tutor.backend, "last_completion_tokens", None)
+    return RequestRecord(question, "ok", first, latency, len(answer.text.split()), tokens)
 
 
 def summarise(records: list[RequestRecord], elapsed_s: float) -> dict:
@@ -178,16 +181,22 @@ def summarise(records: list[RequestRecord], elapsed_s: float) -> dict:
     ttft = sorted(r.ttft_s for r in ok if r.ttft_s is not None)
     latency = sorted(r.latency_s for r in ok)
     errors = [r.error for r in records if r.status == "error"]
+    counted = "server" if ok and all(r.tokens is not None for r in ok) else "words"
     return {
         "requests": len(records), "ok": len(ok), "errors": len(errors),
         "declined": sum(r.status == "declined" for r in records),
         "error_samples": sorted(set(errors))[:5], "elapsed_s": round(elapsed_s, 3),
         "requests_per_s": round(len(ok) / elapsed_s, 4) if elapsed_s else 0.0,
-        "tokens_per_s": round(sum(r.words for r in ok) / elapsed_s, 3) if elapsed_s else 0.0,
+        "tokens_per_s": round(sum(_tokens(r, counted) for r in ok) / elapsed_s, 3) if elapsed_s else 0.0,
+        "tokens_counted_by": counted,
         "ttft_p50_s": percentile(ttft, 50), "ttft_p95_s": percentile(ttft, 95),
         "latency_p50_s": percentile(latency, 50), "latency_p95_s": percentile(latency, 95),
         "ttft_s": [round(x, 4) for x in ttft],
     }
+
+
+def _tokens(record: RequestRecord, counted: str) -> int:
+    return record.tokens if counted == "server" else record.words
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:

@@ -236,11 +236,13 @@ class ScriptedHTTPServer:
     def __init__(self, script):
         outer = self
         self.chat_requests = 0
+        self.bodies: list[dict] = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 outer.chat_requests += 1
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                outer.bodies.append(self.body)
                 script(self)
 
             def do_GET(self):
@@ -265,6 +267,18 @@ def sse_chunk(content: str) -> bytes:
         "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
     }
     return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+def answer_with_usage(handler):
+    """Two pieces of text, then the usage chunk vLLM sends for `stream_options.include_usage`,
+    counting as many tokens as the request's max_tokens (so each caller can tell its own count)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+    handler.wfile.write(sse_chunk("Dropout ") + sse_chunk("zeroes units."))
+    usage = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
+             "usage": {"prompt_tokens": 30, "completion_tokens": handler.body["max_tokens"], "total_tokens": 0}}
+    handler.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
 
 
 def answer_503(handler):
@@ -303,6 +317,28 @@ def test_an_error_event_before_any_text_is_reported_without_retrying():
     finally:
         server.close()
     assert server.chat_requests == 1
+
+
+def test_the_servers_token_count_reaches_each_thread_that_asked():
+    server = ScriptedHTTPServer(answer_with_usage)
+    backend = openai_backend(server.base_url, "m")
+    counts = {}
+
+    def ask(max_tokens):
+        assert backend.complete(QUESTION, max_tokens=max_tokens) == "Dropout zeroes units."
+        counts[max_tokens] = backend.last_completion_tokens
+
+    try:
+        assert backend.last_completion_tokens is None
+        threads = [threading.Thread(target=ask, args=(n,)) for n in (5, 9, 13)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        server.close()
+    assert counts == {5: 5, 9: 9, 13: 13}  # one backend, shared: each thread reads its own stream's count
+    assert all(body["stream_options"] == {"include_usage": True} for body in server.bodies)
 
 
 def test_server_errors_are_retried_then_reported_as_unavailable():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -64,6 +65,12 @@ class OpenAIBackend(LLMBackend):
             timeout=openai.Timeout(config.timeout_s, connect=config.connect_timeout_s),
             max_retries=0,  # retries are ours: the client's own would also retry mid-stream failures
         )
+        self._usage = threading.local()
+
+    @property
+    def last_completion_tokens(self) -> int | None:
+        """Tokens the server says it generated for this thread's last finished stream (None: not reported)."""
+        return getattr(self._usage, "completion_tokens", None)
 
     def stream(
         self,
@@ -74,7 +81,10 @@ class OpenAIBackend(LLMBackend):
         stop: list[str] | None = None,
         **opts,
     ) -> Iterator[str]:
-        request = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        request = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+                   # vLLM and hosted APIs then end the stream with the token counts; others ignore it
+                   "stream_options": {"include_usage": True}}
+        self._usage.completion_tokens = None
         if stop:
             request["stop"] = stop
         request.update(opts)
@@ -128,7 +138,7 @@ class OpenAIBackend(LLMBackend):
         for attempt in range(attempts):
             try:
                 chunks = self.client.chat.completions.create(stream=True, **request)
-                texts = _texts(chunks)
+                texts = _texts(chunks, self._usage)
                 try:
                     return chunks, texts, next(texts, None)
                 except BaseException:
@@ -199,9 +209,11 @@ class OpenAIBackend(LLMBackend):
             return None
 
 
-def _texts(chunks: openai.Stream) -> Iterator[str]:
-    """The non-empty content deltas of a chat completion stream (role and usage chunks carry none)."""
+def _texts(chunks: openai.Stream, usage: threading.local) -> Iterator[str]:
+    """The non-empty content deltas of a chat completion stream; a usage chunk's count goes to `usage`."""
     for chunk in chunks:
+        if getattr(chunk, "usage", None) is not None and chunk.usage.completion_tokens is not None:
+            usage.completion_tokens = chunk.usage.completion_tokens
         for choice in chunk.choices:
             if choice.delta is not None and choice.delta.content:
                 yield choice.delta.content
