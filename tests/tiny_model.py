@@ -132,3 +132,52 @@ def build_tiny_lora_adapter(model_dir: Path, out_dir: Path) -> Path:
                 param.normal_(mean=0.0, std=0.5)
     peft_model.save_pretrained(out_dir)
     return out_dir
+
+
+# vLLM's attention and LoRA kernels want a head size of 64 and an embedding of at least 32000 rows,
+# which the CPU model above (head size 12, ~500 tokens) does not have.
+VLLM_VOCAB_ROWS = 32000
+
+
+def build_vllm_tiny_model(out_dir: Path, max_positions: int = 16384) -> Path:
+    """A random two-layer fp16 Llama shaped for vLLM, with the tiny tokenizer padded to every row.
+
+    The tokenizer is padded with plain added tokens (`<x480>` ... `<x31999>`) so that every id the
+    random weights can emit decodes to text: an id the tokenizer cannot decode would fail the
+    server's detokenizer instead of measuring it. Prompts are unaffected (no text contains them).
+    `max_positions` leaves room for the tutor's prompts, which the ~500-token vocabulary makes about
+    three times longer than a real tokenizer would (4.5k-7.2k tokens on the shipped course).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_tokens([f"<x{i}>" for i in range(len(tokenizer), VLLM_VOCAB_ROWS)])
+    config = LlamaConfig(
+        vocab_size=VLLM_VOCAB_ROWS, hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, initializer_range=0.2)
+    torch.manual_seed(SEED)
+    LlamaForCausalLM(config).to(torch.float16).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_random_lora(model_dir: Path, out_dir: Path, seed: int, rank: int = 8) -> Path:
+    """A LoRA adapter on q/v/o projections with random B matrices; each seed changes the model its own way."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj", "o_proj"],
+                                      task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    model.save_pretrained(out_dir, save_embedding_layers=False)
+    return Path(out_dir)
