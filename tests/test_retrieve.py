@@ -9,7 +9,7 @@ from course_fixtures import ingest_small_course, shared_embedder
 
 from ingest.embed import default_model_path
 from ingest.store import load_index
-from tutor.retrieve import Retriever, fuse_rankings, fuse_scores
+from tutor.retrieve import Retriever, expand_abbreviations, fuse_rankings, fuse_scores
 
 
 def test_rrf_matches_a_hand_computed_case():
@@ -125,3 +125,16 @@ def test_bm25s_finds_jax_kept_off_the_gpu_unless_the_environment_says_otherwise(
                PYTHONPATH=os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])]))
     subprocess.run([sys.executable, "-c", "import ingest.lexical"], env=env, check=True, timeout=120)
     assert json.loads(report.read_text()) == expected
+
+
+@pytest.mark.parametrize("query, expanded", [
+    ("When can I meet the TA?", "When can I meet the TA (teaching assistant)?"),
+    ("Is hw2 due Friday?", "Is hw2 (homework) due Friday?"),
+    ("When are OH this week?", "When are OH (office hours) this week?"),
+    ("Which lec covers attention?", "Which lec (lecture) covers attention?"),
+    ("Does the ta in a URL matter? What does THAT mean?", "Does the ta in a URL matter? What does THAT mean?"),
+    ("Can I see the teaching assistant (TA)?", "Can I see the teaching assistant (TA)?"),
+])
+def test_course_shorthand_is_spelled_out_once(query, expanded):
+    assert expand_abbreviations(query) == expanded
+    assert expand_abbreviations(expanded) == expanded

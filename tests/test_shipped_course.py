@@ -81,6 +81,17 @@ def test_out_of_scope_questions_are_declined(tutor):
     assert len(wrongly) <= 0.1 * len(answerable), f"declined in-scope: {wrongly}"
 
 
+@pytest.mark.parametrize("question, expected", [
+    ("When can I meet the TA?", "Teaching assistant office hours: Thursdays"),
+    ("When are the prof's OH?", "Instructor office hours: Wednesdays"),
+])
+def test_course_shorthand_finds_the_logistics_it_stands_for(tutor, question, expected):
+    answer = tutor.ask(question)
+    assert answer.refused is None, answer.text
+    assert expected in answer.text
+    assert any(c.locator["path"] == "syllabus.md" for c in answer.citations)
+
+
 def test_homework_and_injection_never_leak_the_solution(tutor, index):
     solutions = [c for c in index.chunks if c.locator.kind == "solution"]
     public = "\n".join(c.text for c in index.chunks if c.locator.kind == "assignment")

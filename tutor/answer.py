@@ -27,7 +27,7 @@ from tutor.citations import Citation, CitationStream, resolve_citations
 from tutor.errors import CourseNotFoundError
 from tutor.llm import BackendConfig, LLMBackend, LLMUnavailableError, create_backend
 from tutor.prompt import Source, build_messages
-from tutor.retrieve import Hit, Retriever
+from tutor.retrieve import Hit, Retriever, expand_abbreviations
 from tutor.settings import Settings
 
 _TEACHING_KINDS = ("slides", "book", "notes", "notebook", "transcript", "web")
@@ -83,8 +83,8 @@ class AnswerEvent:
 def retrieval_query(question: str, history: list[tuple[str, str]]) -> str:
     """A follow-up ("what about its derivative?") is searched together with the previous question."""
     if history and (_FOLLOW_UP.search(question) or len(question.split()) <= 4):
-        return f"{history[-1][0]} {question}"
-    return question
+        question = f"{history[-1][0]} {question}"
+    return expand_abbreviations(question)
 
 
 class Tutor:
@@ -191,7 +191,8 @@ class Tutor:
 
     def _generate(self, answer: Answer, messages: list[dict], question: str, sources: list[Source], mode: str,
                   timings: dict, started: float) -> Iterator[str]:
-        extractive_opts = {"question": question, "sources": sources, "embed": self.embedder.encode, "mode": mode}
+        extractive_opts = {"question": expand_abbreviations(question), "sources": sources,
+                           "embed": self.embedder.encode, "mode": mode}
         backend = self.backend
         opts = extractive_opts if getattr(backend, "reads_sources", False) else {}
         first = True
