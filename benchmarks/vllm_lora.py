@@ -29,11 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny models are test fixtures
 
-from tiny_model import build_random_lora, build_vllm_tiny_model  # noqa: E402
+from tiny_model import VLLM_LORA, build_tiny_lora_adapter, build_vllm_tiny_model  # noqa: E402
 
 from ingest.embed import Embedder  # noqa: E402
 from ingest.store import load_index  # noqa: E402
-from serving.bench import BenchOptions, BenchTarget, format_report, load_questions, run_benchmark, save_report  # noqa: E402
+from serving.bench import (  # noqa: E402
+    BenchOptions,
+    BenchTarget,
+    format_report,
+    load_questions,
+    run_benchmark,
+    save_report,
+)
 from serving.hf_serve import find_free_port  # noqa: E402
 from serving.serve import ServeRequest, serve_model  # noqa: E402
 from tutor.answer import resolve_course  # noqa: E402
@@ -63,7 +70,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         base = build_vllm_tiny_model(work / "base", max_positions=MAX_MODEL_LEN)
-        adapters = {name: str(build_random_lora(base, work / name, seed)) for name, seed in (("dl-intro", 1), ("ml-101", 2))}
+        adapters = {name: str(build_tiny_lora_adapter(base, work / name, seed, **VLLM_LORA))
+                    for name, seed in (("dl-intro", 1), ("ml-101", 2))}
         common = dict(engine="vllm", base=str(base), served_model_name="tiny-base", work_dir=args.out / "logs",
                       gpu_memory_utilization=args.gpu_memory_utilization, startup_timeout_s=900, extra_args=extra)
         # One after the other: vLLM sizes its KV cache from the free memory it sees while starting.

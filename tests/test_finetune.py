@@ -316,7 +316,7 @@ def test_adapter_with_wrong_shapes_fails_the_vllm_checks(trained, tiny_model_dir
 def test_the_gpu_tests_model_and_adapters_pass_the_vllm_checks(tmp_path):
     """The inputs of `test_vllm_gpu.py`, checked on CPU: every id the random model can emit decodes,
     and both adapters pass the checks `tutor serve --engine vllm` makes before starting vLLM."""
-    from tiny_model import VLLM_VOCAB_ROWS, build_random_lora, build_vllm_tiny_model
+    from tiny_model import VLLM_LORA, VLLM_VOCAB_ROWS, build_tiny_lora_adapter, build_vllm_tiny_model
     from transformers import AutoConfig, AutoTokenizer
 
     base = build_vllm_tiny_model(tmp_path / "base")
@@ -324,12 +324,13 @@ def test_the_gpu_tests_model_and_adapters_pass_the_vllm_checks(tmp_path):
     assert len(tokenizer) == AutoConfig.from_pretrained(base).vocab_size == VLLM_VOCAB_ROWS
     assert tokenizer.decode([VLLM_VOCAB_ROWS - 1]) == f"<x{VLLM_VOCAB_ROWS - 1}>"
     assert len(tokenizer("What does the optimizer do?")["input_ids"]) < 40  # padding leaves prompts alone
-    first, second = (build_random_lora(base, tmp_path / name, seed) for name, seed in (("a", 1), ("b", 2)))
+    first, second = (build_tiny_lora_adapter(base, tmp_path / name, seed, **VLLM_LORA)
+                     for name, seed in (("a", 1), ("b", 2)))
     for adapter in (first, second):
         assert check_adapter_for_vllm(adapter, base, max_lora_rank=8) == []
-    assert load_file(first / "adapter_model.safetensors").keys() == load_file(second / "adapter_model.safetensors").keys()
-    assert not torch.equal(*(next(t for k, t in sorted(load_file(a / "adapter_model.safetensors").items())
-                                  if "lora_B" in k) for a in (first, second)))
+    weights = [load_file(a / "adapter_model.safetensors") for a in (first, second)]
+    assert weights[0].keys() == weights[1].keys()
+    assert not torch.equal(*(next(t for k, t in sorted(w.items()) if "lora_B" in k) for w in weights))
 
 
 def test_training_refuses_data_that_does_not_fit_or_unknown_layers(trained, tiny_model_dir, tmp_path):

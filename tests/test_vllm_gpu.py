@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_model import build_random_lora, build_vllm_tiny_model
+from tiny_model import VLLM_LORA, build_tiny_lora_adapter, build_vllm_tiny_model
 
 from serving.hf_serve import find_free_port
 from serving.serve import ServeRequest, serve_model
@@ -30,7 +30,8 @@ pytestmark = pytest.mark.gpu
 
 def test_vllm_serves_two_course_adapters(tmp_path):
     base = build_vllm_tiny_model(tmp_path / "base")
-    adapters = {name: build_random_lora(base, tmp_path / name, seed) for name, seed in (("dl-intro", 1), ("ml-101", 2))}
+    adapters = {name: build_tiny_lora_adapter(base, tmp_path / name, seed, **VLLM_LORA)
+                for name, seed in (("dl-intro", 1), ("ml-101", 2))}
     for adapter in adapters.values():
         assert check_adapter_for_vllm(adapter, base, max_lora_rank=8) == []
     request = ServeRequest(engine="vllm", base=str(base), adapters={n: str(p) for n, p in adapters.items()},

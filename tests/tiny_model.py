@@ -4,8 +4,8 @@
 deep learning, wraps it with chat special tokens and a Jinja chat template, and saves it next to a
 two-layer Llama with random weights: a real `save_pretrained` folder that `AutoModelForCausalLM`,
 `transformers serve` and PEFT load like any hub model, built in a couple of seconds and a few MB.
-`build_tiny_lora_adapter` adds a rank-4 adapter whose B matrices are random (not zero), so that it
-visibly changes what the model generates.
+`build_tiny_lora_adapter` adds an adapter (rank 4 by default) whose B matrices are random (not zero),
+so that it visibly changes what the model generates.
 
 The text it produces is noise; tests check the plumbing (streaming, adapters, HTTP), never wording.
 """
@@ -114,29 +114,34 @@ def build_tiny_model(out_dir: Path) -> Path:
     return out_dir
 
 
-def build_tiny_lora_adapter(model_dir: Path, out_dir: Path) -> Path:
-    """Save a rank-4 LoRA adapter on q_proj/v_proj of the tiny model, with non-zero B matrices."""
+def build_tiny_lora_adapter(model_dir: Path, out_dir: Path, seed: int = SEED + 1, rank: int = 4,
+                            target_modules: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+    """Save a LoRA adapter (rank 4 on q_proj/v_proj by default) with random, non-zero B matrices.
+
+    PEFT starts B at zero (the adapter is a no-op until trained); a random B stands in for training,
+    and each seed changes the model its own way.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    torch.manual_seed(SEED + 1)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(target_modules), task_type="CAUSAL_LM")
+    torch.manual_seed(seed)
     peft_model = get_peft_model(base, lora)
-    # PEFT starts B at zero (the adapter is a no-op until trained); a random B stands in for training.
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(mean=0.0, std=0.5)
-    peft_model.save_pretrained(out_dir)
+    peft_model.save_pretrained(out_dir, save_embedding_layers=False)
     return out_dir
 
 
 # vLLM's attention and LoRA kernels want a head size of 64 and an embedding of at least 32000 rows,
 # which the CPU model above (head size 12, ~500 tokens) does not have.
 VLLM_VOCAB_ROWS = 32000
+VLLM_LORA = {"rank": 8, "target_modules": ("q_proj", "v_proj", "o_proj")}  # the GPU test's course adapters
 
 
 def build_vllm_tiny_model(out_dir: Path, max_positions: int = 16384) -> Path:
@@ -163,21 +168,3 @@ def build_vllm_tiny_model(out_dir: Path, max_positions: int = 16384) -> Path:
     LlamaForCausalLM(config).to(torch.float16).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
-
-
-def build_random_lora(model_dir: Path, out_dir: Path, seed: int, rank: int = 8) -> Path:
-    """A LoRA adapter on q/v/o projections with random B matrices; each seed changes the model its own way."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
-                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj", "o_proj"],
-                                      task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.5)
-    model.save_pretrained(out_dir, save_embedding_layers=False)
-    return Path(out_dir)
