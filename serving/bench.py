@@ -13,7 +13,8 @@ questions made from the index's section titles) round-robin until the time or re
 Targets are measured one after another, so they do not compete for the machine.
 
 Per target: time to first token (the first streamed text, from the moment the question is asked)
-p50/p95, end-to-end latency p50/p95, requests/s, output tokens/s (as the server counts them in
+p50/p95, the server's own share of it (from sending the model request to its first text, so the
+rest is the tutor's embedding, retrieval and policy work), end-to-end latency p50/p95, requests/s, output tokens/s (as the server counts them in
 its streamed usage report; where a server sends none, whitespace-separated words stand in, and
 `tokens_counted_by` says which), errors (a request that raised, or
 whose answer is the extractive fallback after the model failed), and questions the tutor declined
@@ -39,14 +40,23 @@ from tutor.settings import Settings
 # Case types whose answers never reach the model (declined by the tutor before generation).
 _NOT_GENERATED = ("out_of_scope", "homework")
 DATASETS_DIR = Path(__file__).resolve().parents[1] / "eval" / "datasets"
-COMPARED = ("ttft_p50_s", "ttft_p95_s", "latency_p50_s", "latency_p95_s", "requests_per_s", "tokens_per_s")
+COMPARED = ("ttft_p50_s", "ttft_p95_s", "server_ttft_p50_s", "server_ttft_p95_s", "latency_p50_s", "latency_p95_s", "requests_per_s", "tokens_per_s")
 
 
 @dataclass
 class BenchTarget:
+    """One server to load. `model` may list several names, comma-separated ("dl-intro,ml-101"): the
+    requests are then spread over them in turn, as students of two courses would share one server."""
+
     label: str
     base_url: str
     model: str
+
+    def models(self) -> list[str]:
+        names = [name.strip() for name in self.model.split(",") if name.strip()]
+        if not names:
+            raise ConfigError(f"bench target {self.label} names no model")
+        return names
 
 
 @dataclass
@@ -73,6 +83,7 @@ class RequestRecord:
     question: str
     status: str                 # "ok" | "declined" (never reached the model) | "error"
     ttft_s: float | None = None
+    server_ttft_s: float | None = None  # from sending the model request to its first text
     latency_s: float = 0.0
     words: int = 0
     tokens: int | None = None   # generated tokens as the server counted them (None: it did not say)
@@ -115,15 +126,15 @@ def measure_target(target: BenchTarget, index: CourseIndex, embedder: Embedder, 
     """Load one target with `options.concurrency` students; its summary (see `summarise`)."""
     settings = settings.model_copy(update={"max_answer_tokens": options.max_tokens})
 
-    def make_tutor() -> Tutor:
-        backend = create_backend("openai", BackendConfig(base_url=target.base_url, model=target.model,
-                                                         max_retries=0, timeout_s=settings.llm_timeout_s))
-        return Tutor(index, embedder, backend, settings)
+    def make_tutors() -> list[Tutor]:
+        return [Tutor(index, embedder, create_backend("openai", BackendConfig(
+                    base_url=target.base_url, model=model, max_retries=0, timeout_s=settings.llm_timeout_s)),
+                      settings) for model in target.models()]
 
     embedder.encode_query("warm up")  # load the model once, before threads race to load it
-    warm = make_tutor()
-    for question in questions[:options.warmup_requests]:
-        ask_once(warm, question)
+    for warm in make_tutors():
+        for question in questions[:options.warmup_requests]:
+            ask_once(warm, question)
     records: list[RequestRecord] = []
     lock = threading.Lock()
     counter = iter(range(10**9))
@@ -131,13 +142,13 @@ def measure_target(target: BenchTarget, index: CourseIndex, embedder: Embedder, 
     deadline = started + options.duration_s
 
     def student() -> None:
-        tutor = make_tutor()
+        tutors = make_tutors()
         while time.perf_counter() < deadline:
             with lock:
                 n = next(counter)
                 if options.max_requests and n >= options.max_requests:
                     return
-            record = ask_once(tutor, questions[n % len(questions)])
+            record = ask_once(tutors[n % len(tutors)], questions[n % len(questions)])
             with lock:
                 records.append(record)
 
@@ -165,20 +176,23 @@ def ask_once(tutor: Tutor, question: str) -> RequestRecord:
             elif event.kind == "answer":
                 answer = event.answer
     except Exception as exc:  # a load test records failures instead of stopping at the first
-        return RequestRecord(question, "error", first, time.perf_counter() - started,
+        return RequestRecord(question, "error", first, latency_s=time.perf_counter() - started,
                              error=f"{type(exc).__name__}: {exc}")
     latency = time.perf_counter() - started
     if answer.refused == "out_of_scope":
-        return RequestRecord(question, "declined", first, latency)
+        return RequestRecord(question, "declined", first, latency_s=latency)
     if answer.backend != "openai":  # the model failed and the tutor fell back to extractive
-        return RequestRecord(question, "error", first, latency, error=answer.notice or "fell back to extractive")
+        return RequestRecord(question, "error", first, latency_s=latency,
+                             error=answer.notice or "fell back to extractive")
     tokens = getattr(tutor.backend, "last_completion_tokens", None)
-    return RequestRecord(question, "ok", first, latency, len(answer.text.split()), tokens)
+    server_first = getattr(tutor.backend, "last_first_text_s", None)
+    return RequestRecord(question, "ok", first, server_first, latency, len(answer.text.split()), tokens)
 
 
 def summarise(records: list[RequestRecord], elapsed_s: float) -> dict:
     ok = [r for r in records if r.status == "ok"]
     ttft = sorted(r.ttft_s for r in ok if r.ttft_s is not None)
+    server_ttft = sorted(r.server_ttft_s for r in ok if r.server_ttft_s is not None)
     latency = sorted(r.latency_s for r in ok)
     errors = [r.error for r in records if r.status == "error"]
     counted = "server" if ok and all(r.tokens is not None for r in ok) else "words"
@@ -190,6 +204,7 @@ def summarise(records: list[RequestRecord], elapsed_s: float) -> dict:
         "tokens_per_s": round(sum(_tokens(r, counted) for r in ok) / elapsed_s, 3) if elapsed_s else 0.0,
         "tokens_counted_by": counted,
         "ttft_p50_s": percentile(ttft, 50), "ttft_p95_s": percentile(ttft, 95),
+        "server_ttft_p50_s": percentile(server_ttft, 50), "server_ttft_p95_s": percentile(server_ttft, 95),
         "latency_p50_s": percentile(latency, 50), "latency_p95_s": percentile(latency, 95),
         "ttft_s": [round(x, 4) for x in ttft],
     }
@@ -219,7 +234,7 @@ def run_benchmark(targets: list[BenchTarget], index: CourseIndex, embedder: Embe
     report = {"course": index.course_id, "options": asdict(options), "questions": len(questions), "targets": results}
     if len(results) == 2:
         a, b = results
-        report["ratio_b_over_a"] = {m: (round(b[m] / a[m], 4) if a[m] and b[m] is not None else None)
+        report["ratio_b_over_a"] = {m: (round(b[m] / a[m], 4) if a.get(m) and b.get(m) is not None else None)
                                     for m in COMPARED}
     return report
 
@@ -231,7 +246,7 @@ def format_report(report: dict) -> str:
     header = ["metric", *(f"{t['label']}: {t['model']}" for t in targets)] + (["B/A"] if ratio else [])
     rows = [header]
     for metric in ("requests", "ok", "declined", "errors", *COMPARED):
-        row = [metric, *(_cell(t[metric]) for t in targets)]
+        row = [metric, *(_cell(t.get(metric)) for t in targets)]
         if ratio:
             row.append(_cell(ratio.get(metric)) if metric in ratio else "")
         rows.append(row)

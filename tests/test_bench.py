@@ -10,6 +10,7 @@ import pytest
 from course_fixtures import ingest_small_course, shared_embedder
 from typer.testing import CliRunner
 
+from ingest.errors import ConfigError
 from ingest.store import load_index
 from serving.bench import (
     BenchOptions,
@@ -102,3 +103,26 @@ def test_targets_and_report_layout():
     assert lines[0].split() == ["metric", "A:", "m", "B:", "n", "B/A"]
     rps = next(line for line in lines if line.startswith("requests_per_s"))
     assert rps.split() == ["requests_per_s", "2", "3", "1.5"]
+
+
+def test_a_target_naming_two_adapters_spreads_its_requests_over_both(data_dir):
+    from test_llm_backends import ScriptedHTTPServer, answer_with_usage
+
+    server = ScriptedHTTPServer(answer_with_usage)
+    try:
+        report = run_benchmark([BenchTarget("B", server.base_url, "dl-intro, ml-101")],
+                               load_index(data_dir / "index", "small"), shared_embedder(),
+                               load_settings(data_dir=data_dir),
+                               BenchOptions(concurrency=2, duration_s=30, max_requests=6, warmup_requests=0),
+                               ["What does momentum do in gradient descent?"])
+    finally:
+        server.close()
+    target = report["targets"][0]
+    assert target["ok"] == 6, target
+    asked = [body["model"] for body in server.bodies]
+    assert sorted(asked) == ["dl-intro"] * 3 + ["ml-101"] * 3
+    # the server's share of the time to first token is part of it, never more
+    assert 0 < target["server_ttft_p50_s"] <= target["ttft_p50_s"]
+    assert BenchTarget("A", "u", "m").models() == ["m"]
+    with pytest.raises(ConfigError, match="names no model"):
+        BenchTarget("A", "u", " , ").models()

@@ -72,6 +72,11 @@ class OpenAIBackend(LLMBackend):
         """Tokens the server says it generated for this thread's last finished stream (None: not reported)."""
         return getattr(self._usage, "completion_tokens", None)
 
+    @property
+    def last_first_text_s(self) -> float | None:
+        """Seconds from sending this thread's last request to its first text: the server's own TTFT."""
+        return getattr(self._usage, "first_text_s", None)
+
     def stream(
         self,
         messages: list[dict],
@@ -85,6 +90,7 @@ class OpenAIBackend(LLMBackend):
                    # vLLM and hosted APIs then end the stream with the token counts; others ignore it
                    "stream_options": {"include_usage": True}}
         self._usage.completion_tokens = None
+        self._usage.first_text_s = None
         if stop:
             request["stop"] = stop
         request.update(opts)
@@ -137,10 +143,13 @@ class OpenAIBackend(LLMBackend):
         attempts = self.config.max_retries + 1
         for attempt in range(attempts):
             try:
+                sent = time.perf_counter()
                 chunks = self.client.chat.completions.create(stream=True, **request)
                 texts = _texts(chunks, self._usage)
                 try:
-                    return chunks, texts, next(texts, None)
+                    first = next(texts, None)
+                    self._usage.first_text_s = time.perf_counter() - sent
+                    return chunks, texts, first
                 except BaseException:
                     chunks.close()
                     raise
