@@ -15,6 +15,7 @@ password-gated tab), `app_upload` (safe uploads), `chatlog` (questions, answers,
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -26,13 +27,21 @@ import gradio as gr  # noqa: E402
 
 from ingest.store import list_courses  # noqa: E402
 from tutor.answer import Tutor  # noqa: E402
-from tutor.app_chat import STARTERS, StudentChat, new_session  # noqa: E402
+from tutor.app_chat import MAX_QUESTION_CHARS, STARTERS, StudentChat, new_session  # noqa: E402
 from tutor.app_files import mount_course_files  # noqa: E402
-from tutor.app_instructor import build_instructor_tab  # noqa: E402
+from tutor.app_instructor import (  # noqa: E402
+    INSTRUCTOR_COOKIE,
+    InstructorTokens,
+    SignInGuard,
+    build_instructor_tab,
+    recover_interrupted_uploads,
+)
 from tutor.app_render import CSS, LATEX_DELIMITERS, SOURCES_JS, banner_markdown, sources_html  # noqa: E402
 from tutor.chatlog import FEEDBACK_CATEGORIES, ChatLog  # noqa: E402
 from tutor.errors import CourseNotFoundError  # noqa: E402
 from tutor.settings import Settings  # noqa: E402
+
+log = logging.getLogger("tutor.app")
 
 ASK_CONCURRENCY = 8          # answers computed at once; more wait in Gradio's queue
 SESSION_TTL_S = 12 * 3600
@@ -94,18 +103,32 @@ def build_app(settings: Settings, tutor_factory: Callable[[str], Tutor] | None =
     """The whole app as a FastAPI application (serve it with uvicorn, or `serve`)."""
     from fastapi import FastAPI
 
+    for line in recover_interrupted_uploads(settings):
+        log.warning(line)
     tutors = CourseTutors(settings, tutor_factory)
     chatlog = ChatLog(settings.data_dir / "chatlog.sqlite")
-    blocks = build_blocks(settings, tutors, chatlog)
+    tokens = InstructorTokens()
+    blocks = build_blocks(settings, tutors, chatlog, tokens)
     app = FastAPI(title="Course Tutor", docs_url=None, redoc_url=None, openapi_url=None)
     mount_course_files(app, tutors.root_and_files)
+
+    @app.middleware("http")
+    async def uploads_need_an_instructor(request, call_next):
+        # Only the instructor tab takes files; Gradio's own upload route would take them from anyone.
+        if request.method == "POST" and request.url.path.rstrip("/").endswith("/gradio_api/upload") \
+                and not tokens.valid(request.cookies.get(INSTRUCTOR_COOKIE)):
+            from fastapi.responses import PlainTextResponse
+
+            return PlainTextResponse("Sign in as instructor to upload files.", status_code=403)
+        return await call_next(request)
     return gr.mount_gradio_app(
         app, blocks, path="/", css=CSS, footer_links=["api"], run_history=False, show_error=False,
         max_file_size=int(settings.max_upload_mb * 2**20), server_name=settings.host, server_port=settings.port,
     )
 
 
-def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog) -> gr.Blocks:
+def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog,
+                 tokens: InstructorTokens | None = None) -> gr.Blocks:
     """The page: the Ask tab (chat, starters, feedback, sources) and the instructor tabs, wired."""
     courses = tutors.courses()
     default = tutors.default_course()
@@ -126,7 +149,8 @@ def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog) -> 
                                         "a new conversation.")
                         with gr.Row():
                             question = gr.Textbox(placeholder="Type a question and press Enter", show_label=False,
-                                                  scale=5, elem_id="tutor-question", max_lines=6)
+                                                  scale=5, elem_id="tutor-question", max_lines=6,
+                                                  max_length=MAX_QUESTION_CHARS)
                             send = gr.Button("Ask", variant="primary", scale=1, elem_id="tutor-send")
                         with gr.Row():
                             starters = [gr.Button(visible=False, size="sm", elem_classes="tutor-starter")
@@ -134,7 +158,7 @@ def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog) -> 
                         with gr.Accordion("Rate an answer", open=False) as feedback_box:
                             with gr.Row():
                                 fb_answer = gr.Dropdown([], label="Answer", allow_custom_value=True, scale=3)
-                                fb_rating = gr.Radio([("👍 Helpful", 1), ("👎 Not helpful", -1)], label="Rating",
+                                fb_rating = gr.Radio([("👍 Helpful", "1"), ("👎 Not helpful", "-1")], label="Rating",
                                                      scale=2)
                                 fb_category = gr.Dropdown(list(FEEDBACK_CATEGORIES), scale=2,
                                                           label="What was wrong? (optional)")
@@ -148,7 +172,8 @@ def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog) -> 
                         mode = gr.Radio([("Explain", "explain"), ("Socratic: guide me with questions", "socratic")],
                                         value=settings.mode, label="Answer style")
                         sources = gr.HTML(sources_html(None), js_on_load=SOURCES_JS, elem_id="tutor-sources")
-            build_instructor_tab(settings, tutors, chatlog, course_picker, tabs)
+            build_instructor_tab(settings, tutors, chatlog, course_picker, tabs, blocks, SignInGuard(),
+                                 tokens or InstructorTokens())
 
         ask = {"fn": chat.respond, "inputs": [question, session, course_picker, mode],
                "outputs": [chatbot, sources, question, session], "concurrency_limit": ASK_CONCURRENCY,

@@ -24,6 +24,7 @@ from tutor.errors import TutorError
 
 HISTORY_TURNS = 6            # earlier exchanges handed to the tutor as conversation memory
 STARTERS = 4
+MAX_QUESTION_CHARS = 2000   # longer is a paste of a whole assignment or a flood, not a question
 PLACEHOLDER = "…"
 RESET_NOTE = "_Checking the draft against the course rules…_"
 
@@ -79,6 +80,10 @@ class StudentChat:
         if not message:
             yield gr.skip(), gr.skip(), gr.skip(), session
             return
+        if len(message) > MAX_QUESTION_CHARS:
+            raise gr.Error(f"Your question is {len(message):,} characters long; please keep it under "
+                           f"{MAX_QUESTION_CHARS:,} (ask about one thing at a time, and paste only the lines "
+                           "that matter).", print_exception=False)
         course = self.course_of(course)
         if session.get("course") != course:
             session = new_session(course, session.get("id"))
@@ -126,7 +131,7 @@ class StudentChat:
         rating = 1 if data.liked else -1
         self.chatlog.record_feedback(chat_id, session["id"], rating)
         note = "Thanks! You can add what was wrong and a comment below." if rating < 0 else "Thanks for the feedback!"
-        return gr.update(value=chat_id), rating, gr.update(open=True), note
+        return gr.update(value=chat_id), str(rating), gr.update(open=True), note
 
     def send_feedback(self, chat_id, rating, category, comment, session: dict):
         """The feedback form: rating, optional category and comment on one of this session's answers."""

@@ -15,15 +15,17 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import logging
+import secrets
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 
 from ingest.course import load_course
-from ingest.pipeline import IngestOptions, IngestReport, ingest_course
-from tutor.app_upload import PlacedFiles, UploadRejected, accepted_extensions, place_uploads
+from ingest.pipeline import IngestReport, ingest_course
+from tutor.app_upload import StagedUpload, UploadRejected, accepted_extensions, recover_uploads, stage_upload
 from tutor.chatlog import ChatLog
 from tutor.settings import Settings
 
@@ -31,6 +33,7 @@ log = logging.getLogger("tutor.app")
 
 ROOT_FOLDER = "(course folder)"
 WRONG_PASSWORD_DELAY_S = 0.5   # slows guessing; the comparison itself is constant-time
+INSTRUCTOR_COOKIE = "tutor_instructor"
 DISABLED = ("**The instructor tab is disabled**: no instructor password is set. Set the environment "
             "variable `TUTOR_INSTRUCTOR_PASSWORD` (or `instructor_password` in `tutor.toml`) and restart "
             "`tutor chat` to enable uploads and the question log.")
@@ -41,27 +44,104 @@ def password_matches(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest((given or "").encode(), expected.encode())
 
 
-def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_picker, tabs) -> None:
+class SignInGuard:
+    """Lockout with backoff after repeated wrong passwords, per client address and for everyone.
+
+    A client's first `free_tries` wrong guesses cost nothing more than the fixed delay; each further one
+    locks that client out for twice as long as the last (1 s, 2 s, 4 s, ... up to `max_lock_s`). More
+    than `global_limit` wrong guesses from all clients within `window_s` lock every sign-in for
+    `global_lock_s` (a guesser spread over many addresses). A correct password clears its client.
+    """
+
+    def __init__(self, free_tries: int = 5, max_lock_s: float = 900.0, global_limit: int = 100,
+                 window_s: float = 600.0, global_lock_s: float = 60.0, clock=time.monotonic):
+        self.free_tries, self.max_lock_s = free_tries, max_lock_s
+        self.global_limit, self.window_s, self.global_lock_s = global_limit, window_s, global_lock_s
+        self.clock = clock
+        self._failures: dict[str, int] = {}
+        self._locked_until: dict[str, float] = {}
+        self._recent: list[float] = []
+        self._global_until = 0.0
+        self._lock = threading.Lock()
+
+    def wait_s(self, client: str) -> float:
+        """Seconds until `client` may try again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            return max(0.0, self._locked_until.get(client, 0.0) - now, self._global_until - now)
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            count = self._failures[client] = self._failures.get(client, 0) + 1
+            if count > self.free_tries:
+                self._locked_until[client] = now + min(self.max_lock_s, 2.0 ** (count - self.free_tries - 1))
+            self._recent = [t for t in self._recent if now - t < self.window_s] + [now]
+            if len(self._recent) > self.global_limit:
+                self._global_until = now + self.global_lock_s
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+            self._locked_until.pop(client, None)
+
+
+class InstructorTokens:
+    """Random tokens handed to signed-in instructors; Gradio's upload route needs one (as a cookie)."""
+
+    def __init__(self, ttl_s: float = 12 * 3600):
+        self.ttl_s = ttl_s
+        self._tokens: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        token = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            self._tokens = {t: until for t, until in self._tokens.items() if until > now}
+            self._tokens[token] = now + self.ttl_s
+        return token
+
+    def valid(self, token: str | None) -> bool:
+        with self._lock:
+            return bool(token) and self._tokens.get(token, 0.0) > time.monotonic()
+
+
+# Sets the cookie Gradio's upload route asks for, right after a successful sign-in in the browser.
+SET_TOKEN_JS = (f"(token) => {{ if (token) {{ document.cookie = `{INSTRUCTOR_COOKIE}=${{token}}; path=/; "
+                "SameSite=Strict`; } return []; }")
+
+
+def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_picker, tabs, blocks: gr.Blocks,
+                         guard: SignInGuard, tokens: InstructorTokens) -> None:
     """Add the sign-in and instructor tabs to `tabs` (call inside that `gr.Tabs()` while building)."""
     expected = settings.instructor_password.get_secret_value()
 
     def require(is_unlocked: bool) -> None:
         if not is_unlocked:
-            raise gr.Error("Sign in as instructor first (Instructor sign-in tab).")
+            raise gr.Error("Sign in as instructor first (Instructor sign-in tab).", print_exception=False)
 
-    def sign_in(given: str):
+    def sign_in(given: str, request: gr.Request):
+        client = getattr(request.client, "host", "") if request is not None else ""
+        wait = guard.wait_s(client)
+        if wait > 0:
+            raise gr.Error(f"Too many wrong passwords; try again in {wait:.0f} s.", print_exception=False)
         if not password_matches(given, expected):
+            guard.failed(client)
             time.sleep(WRONG_PASSWORD_DELAY_S)
-            raise gr.Error("Wrong instructor password.")
+            log.warning("wrong instructor password from %s", client or "an unknown client")
+            raise gr.Error("Wrong instructor password.", print_exception=False)
+        guard.succeeded(client)
         # Gradio 6 cannot hide a tab once shown, so the sign-in tab stays and says it is done.
         return (True, gr.update(visible=False), gr.update(visible=True), gr.update(visible=True),
-                gr.Tabs(selected="instructor"), "")
+                gr.Tabs(selected="instructor"), "", tokens.issue())
 
     def upload(files, folder: str, course: str, is_unlocked: bool, progress=gr.Progress()):
         require(is_unlocked)
         return update_material(settings, tutors, course, [Path(f) for f in files or []],
                                "" if folder in (None, ROOT_FOLDER) else folder,
-                               lambda fraction, message: progress(fraction, desc=message))
+                               lambda fraction, message: progress(fraction, desc=message),
+                               accept_source=lambda path: str(path) in blocks.upload_file_set)
 
     def folders(course: str, is_unlocked: bool):
         require(is_unlocked)
@@ -93,6 +173,7 @@ def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_pi
                 password = gr.Textbox(type="password", label="Instructor password", elem_id="tutor-password")
                 unlock = gr.Button("Sign in", variant="primary")
             signed_in_note = gr.Markdown("Signed in: the **Instructor** tab is open.", visible=False)
+            token = gr.Textbox(visible=False, elem_id="tutor-instructor-token")
     with gr.Tab("Instructor", id="instructor", visible=False) as instructor_tab:
         with gr.Tab("Update material"):
             gr.Markdown(f"Add or replace files (or a .zip of them) in the course folder, then re-index. "
@@ -119,10 +200,11 @@ def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_pi
     tables = [per_day, cited, refused, weak, down, chosen]
     if expected:
         signed_in = {"fn": sign_in, "inputs": [password],
-                     "outputs": [unlocked, sign_in_form, signed_in_note, instructor_tab, tabs, password]}
+                     "outputs": [unlocked, sign_in_form, signed_in_note, instructor_tab, tabs, password, token]}
         for event in (unlock.click(**signed_in, api_name="instructor_login"),
                       password.submit(**signed_in, api_name=False)):
-            event.then(folders, [course_picker, unlocked], [folder], api_name=False).then(
+            event.success(None, [token], None, js=SET_TOKEN_JS, api_name=False).then(
+                folders, [course_picker, unlocked], [folder], api_name=False).then(
                 stats, [course_picker, unlocked], tables, api_name=False)
     add.click(upload, [files, folder, course_picker, unlocked], [report], api_name="upload", concurrency_limit=1)
     refresh.click(stats, [course_picker, unlocked], tables, api_name="instructor_stats")
@@ -130,29 +212,43 @@ def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_pi
 
 
 def update_material(settings: Settings, tutors, course: str, files: list[Path], folder: str,
-                    progress=None) -> str:
-    """Place the uploaded files, re-index the course, and report (Markdown). Never leaves the course
-    folder changed if the ingest fails; the previous index keeps serving either way."""
+                    progress=None, accept_source=None) -> str:
+    """Stage and check the uploaded files, apply them, re-index the course, and report (Markdown).
+
+    The upload is a transaction (`app_upload`): a bad file rejects it before the course folder is
+    touched, a failed ingest rolls it back, and a crash is undone by `recover_uploads` at the next
+    start. The previous index keeps serving until the new one is swapped in."""
     tutor = tutors.get(course)
     root = Path(tutor.index.course["root"])
     try:
-        placed = place_uploads(files, root, folder, int(settings.max_upload_mb * 2**20))
+        upload = stage_upload(files, root, folder, int(settings.max_upload_mb * 2**20), settings.data_dir,
+                              accept_source=accept_source)
     except UploadRejected as exc:
         return f"❌ **Upload rejected**: {exc}"
-    options = IngestOptions(
-        data_dir=settings.data_dir, embedding_model=settings.embedding_model, chunk_tokens=settings.chunk_tokens,
-        chunk_overlap=settings.chunk_overlap, max_file_mb=settings.max_file_mb,
-    )
+    if not upload.files:
+        upload.commit()
+        return ("ℹ️ **Nothing changed**: " + ", ".join(f"`{rel}`" for rel in upload.unchanged)
+                + " already in the course folder with the same content; the index was not rebuilt.")
     try:
-        report = ingest_course(root, options, embedder=tutor.embedder, progress=progress)
+        upload.apply()
+        report = ingest_course(root, settings.ingest_options(), embedder=tutor.embedder, progress=progress)
     except Exception as exc:  # any failure: undo the upload, keep serving the old index
         log.exception("ingest after upload failed")
-        placed.rollback()
+        upload.rollback()
         return (f"❌ **Re-indexing failed**, so the upload was taken back out and the previous index is still "
                 f"serving: {exc}")
-    placed.commit()
+    upload.commit()
     tutors.get(course)  # swaps the new build in for every later question
-    return ingest_report_markdown(report, placed, _not_indexed(root, placed.written))
+    return ingest_report_markdown(report, upload, _not_indexed(root, upload.files))
+
+
+def recover_interrupted_uploads(settings: Settings) -> list[str]:
+    """Undo uploads a crash interrupted and re-index their courses; one line per course for the log."""
+    lines = []
+    for root in recover_uploads(settings.data_dir):
+        report = ingest_course(root, settings.ingest_options())
+        lines.append(f"an interrupted upload to {root} was undone and course {report.course} re-indexed")
+    return lines
 
 
 def _not_indexed(root: Path, written: list[str]) -> list[str]:
@@ -160,19 +256,20 @@ def _not_indexed(root: Path, written: list[str]) -> list[str]:
     return [rel for rel in written if config.kind_for(rel) is None]
 
 
-def ingest_report_markdown(report: IngestReport, placed: PlacedFiles, not_indexed: list[str]) -> str:
+def ingest_report_markdown(report: IngestReport, upload: StagedUpload, not_indexed: list[str]) -> str:
     lines = [
         f"✅ **Re-indexed {report.course}** in {report.seconds:.1f} s: {len(report.added)} added, "
         f"{len(report.changed)} changed, {len(report.removed)} removed, {len(report.unchanged)} unchanged, "
         f"{len(report.skipped)} skipped; {report.chunks} chunks ({report.embedded} newly embedded). "
         "Students are now answered from the new index.", "",
-        f"Uploaded: {', '.join(f'`{w}`' for w in placed.written)}", "",
+        f"Uploaded: {', '.join(f'`{w}`' for w in upload.files)}", "",
     ]
     lines += [f"- added `{p}`" for p in report.added]
     lines += [f"- changed `{p}`" for p in report.changed]
     lines += [f"- removed `{p}`" for p in report.removed]
     lines += [f"- skipped `{s['path']}`: {s['reason']}" for s in report.skipped]
-    lines += [f"- not unpacked `{name}`: {reason}" for name, reason in placed.skipped]
+    lines += [f"- not unpacked `{name}`: {reason}" for name, reason in upload.skipped]
+    lines += [f"- unchanged `{rel}`: same content as the file already there" for rel in upload.unchanged]
     lines += [f"- not indexed `{rel}`: no `[[sources]]` glob in course.toml matches it; add one, or upload "
               "into a folder the globs cover" for rel in not_indexed]
     lines += [f"- note: {n}" for n in report.notes]

@@ -33,16 +33,14 @@ def ingest(
     as_json: AsJson = False,
 ) -> None:
     """Index a course folder; re-running only pays for the files that changed."""
-    from ingest.pipeline import IngestOptions, ingest_course
+    from ingest.pipeline import ingest_course
+    from tutor.app_upload import recover_uploads
     from tutor.settings import load_settings
 
     settings = load_settings(data_dir=data_dir)
-    options = IngestOptions(
-        data_dir=settings.data_dir, embedding_model=settings.embedding_model,
-        chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
-        max_file_mb=settings.max_file_mb, rebuild=rebuild,
-    )
-    report = ingest_course(course_dir, options)
+    for root in recover_uploads(settings.data_dir):  # a crash mid-upload must not be indexed as if it landed
+        typer.echo(f"note: an interrupted upload to {root} was undone", err=True)
+    report = ingest_course(course_dir, settings.ingest_options(rebuild=rebuild))
     if as_json:
         data = report.to_dict()
         keys = ("course", "added", "changed", "removed", "unchanged", "skipped", "chunks", "embedded",

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     def index_root(self) -> Path:
         return self.data_dir / "index"
 
+    def ingest_options(self, rebuild: bool = False):
+        """These settings as the ingest pipeline's `IngestOptions` (the one place that copies them)."""
+        from ingest.pipeline import IngestOptions
+
+        return IngestOptions(data_dir=self.data_dir, embedding_model=self.embedding_model,
+                             chunk_tokens=self.chunk_tokens, chunk_overlap=self.chunk_overlap,
+                             max_file_mb=self.max_file_mb, rebuild=rebuild)
+
 
 def load_settings(**flags: Any) -> Settings:
     """Settings from every layer; `flags` (None values ignored) win. Errors become `ConfigError`."""
