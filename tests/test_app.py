@@ -131,6 +131,15 @@ def client(url: str):
     return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
 
 
+def sign_in(gradio) -> str:
+    """Sign `gradio` in as instructor; the token becomes the cookie Gradio's upload route asks for."""
+    outputs = gradio.predict(PASSWORD, api_name="/instructor_login")
+    token = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+    assert isinstance(token, str) and len(token) > 20, outputs
+    gradio.cookies["tutor_instructor"] = token
+    return token
+
+
 def ask(gradio, question: str, mode: str = "explain", course: str = "tiny") -> tuple[list, str, list]:
     """(final chat messages, final sources HTML, every streamed output) of one question."""
     job = gradio.submit(question, course, mode, api_name="/ask")
@@ -234,14 +243,24 @@ def test_feedback_is_stored_for_the_asking_session_only(served):
     (chat_id,), = chat_rows(data, "SELECT id FROM chats WHERE question = ?",
                             ("What does a convolutional layer share across positions?",))
 
-    status, _ = student.predict(chat_id, -1, "bad source", "cites the pooling part", api_name="/feedback")
+    status, _ = student.predict(chat_id, "-1", "bad source", "cites the pooling part", api_name="/feedback")
     assert "saved" in status
     assert chat_rows(data, "SELECT rating, category, comment FROM feedback WHERE chat_id = ?", (chat_id,)) == [
         (-1, "bad source", "cites the pooling part")]
 
     with pytest.raises(AppError, match="answers you were given"):
-        client(url).predict(chat_id, 1, None, "", api_name="/feedback")
+        client(url).predict(chat_id, "1", None, "", api_name="/feedback")
     assert len(chat_rows(data, "SELECT id FROM feedback WHERE chat_id = ?", (chat_id,))) == 1
+
+
+def test_an_overlong_question_is_refused_and_not_logged(served):
+    from gradio_client.exceptions import AppError
+
+    url, _, data = served
+    flood = "Explain gradient descent. " * 4000                       # 100k characters
+    with pytest.raises(AppError, match=r"characters long; please keep it under 2,000"):
+        client(url).predict(flood, "tiny", "explain", api_name="/ask")
+    assert chat_rows(data, "SELECT COUNT(*) FROM chats WHERE length(question) > 2000") == [(0,)]
 
 
 def test_corpus_markup_in_a_passage_is_escaped(served):
@@ -312,12 +331,91 @@ def test_instructor_endpoints_need_the_password(served):
         visitor.predict("tiny", api_name="/instructor_stats")
 
 
+def test_wrong_passwords_lock_the_client_out_for_a_while_without_tracebacks(served, capfd):
+    from gradio_client.exceptions import AppError
+
+    url, _, _ = served
+    guesser = client(url)
+    sign_in(guesser)                                    # a success clears this address's earlier failures
+    for _ in range(6):                                  # 5 free tries; the 6th locks this address for 1 s
+        with pytest.raises(AppError, match="Wrong instructor password"):
+            guesser.predict("guess", api_name="/instructor_login")
+    with pytest.raises(AppError, match=r"Too many wrong passwords; try again in \d+ s"):
+        guesser.predict(PASSWORD, api_name="/instructor_login")     # even the right one waits
+    time.sleep(1.5)
+    assert sign_in(guesser)                             # after the lock, the right password works again
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_sign_in_guard_backs_off_per_client_and_globally():
+    from tutor.app_instructor import SignInGuard
+
+    now = [0.0]
+    guard = SignInGuard(free_tries=2, max_lock_s=8, global_limit=10, window_s=60, global_lock_s=30,
+                        clock=lambda: now[0])
+    for _ in range(2):
+        guard.failed("a")
+    assert guard.wait_s("a") == 0
+    guard.failed("a")
+    assert guard.wait_s("a") == 1 and guard.wait_s("b") == 0     # one client's lock is its own
+    for _ in range(5):
+        guard.failed("a")
+    assert guard.wait_s("a") == 8                                 # doubled each time, capped
+    guard.succeeded("a")
+    assert guard.wait_s("a") == 0
+    for n in range(3):
+        guard.failed(f"spread-{n}")                              # 11 failures in the window in all
+    assert guard.wait_s("fresh") == 30
+
+
+def test_gradio_upload_route_is_closed_to_anyone_not_signed_in(served, tmp_path):
+    import httpx
+
+    url, _, _ = served
+    payload = {"files": ("notes.md", b"# Notes\n\nanything\n")}
+    anonymous = httpx.post(f"{url}gradio_api/upload", files=payload)
+    assert anonymous.status_code == 403 and "Sign in as instructor" in anonymous.text
+    forged = httpx.post(f"{url}gradio_api/upload", files=payload, cookies={"tutor_instructor": "guess"})
+    assert forged.status_code == 403
+    instructor = client(url)
+    sign_in(instructor)
+    allowed = httpx.post(f"{url}gradio_api/upload", files=payload, cookies=instructor.cookies)
+    assert allowed.status_code == 200 and allowed.json()[0].endswith("notes.md")
+
+
+def test_the_upload_endpoint_refuses_a_server_file(served, tmp_path, monkeypatch):
+    from gradio_client.client import Endpoint
+
+    url, course, _ = served
+    secret = tmp_path / "server-secret.md"
+    secret.write_text("# Secret\n\nA file on the server that no browser uploaded.\n")
+    instructor = client(url)
+    sign_in(instructor)
+    # The raw attack: a FileData naming a server path, sent without the client uploading anything.
+    monkeypatch.setattr(Endpoint, "process_input_files", lambda self, *data: data)
+    report = instructor.predict([{"path": str(secret), "meta": {"_type": "gradio.FileData"}}], "book", "tiny",
+                                api_name="/upload")
+    assert "Upload rejected" in report and "not uploaded from your browser" in report
+    assert not list(course.rglob("server-secret.md"))
+
+
+def test_an_upload_that_changes_nothing_says_so(served):
+    from gradio_client import handle_file
+
+    url, course, _ = served
+    instructor = client(url)
+    sign_in(instructor)
+    report = instructor.predict([handle_file(str(course / "book" / "02-convolutions.md"))], "book", "tiny",
+                                api_name="/upload")
+    assert "Nothing changed" in report and "Students are now answered" not in report
+
+
 def test_upload_reindexes_and_the_new_file_answers_without_restart(served):
     from gradio_client import handle_file
 
     url, course, data = served
     instructor = client(url)
-    instructor.predict(PASSWORD, api_name="/instructor_login")
+    sign_in(instructor)
     new = course.parent / "upload" / "Lecture 9: Zorbulation!.md"
     new.parent.mkdir(exist_ok=True)
     new.write_text("# Zorbulation\n\nThe zorbulation trick rescales every gradient by the cube root of the "
@@ -346,7 +444,7 @@ def test_rejected_uploads_leave_the_old_index_serving(served, tmp_path):
 
     url, course, data = served
     instructor = client(url)
-    instructor.predict(PASSWORD, api_name="/instructor_login")
+    sign_in(instructor)
     before = read_manifest(data / "index", "tiny").files
 
     program = tmp_path / "tool.exe"
@@ -358,7 +456,8 @@ def test_rejected_uploads_leave_the_old_index_serving(served, tmp_path):
     big.write_text("# Big\n\n" + "padding words " * 6000)              # ~84 KB, over the 50 KB cap
     with pytest.raises(Exception, match="exceeds the maximum file size"):     # the client knows the cap
         instructor.predict([handle_file(str(big))], "book", "tiny", api_name="/upload")
-    refused = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.md", big.read_bytes())})
+    refused = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.md", big.read_bytes())},
+                         cookies=instructor.cookies)
     assert refused.status_code == 413 and "maximum allowed size" in refused.text   # and so does the server
 
     bomb = tmp_path / "bundle.zip"
@@ -387,7 +486,7 @@ def test_failed_ingest_takes_the_upload_back_and_keeps_serving(served, tmp_path)
 
     url, course, data = served
     instructor = client(url)
-    instructor.predict(PASSWORD, api_name="/instructor_login")
+    sign_in(instructor)
     before = read_manifest(data / "index", "tiny").files
     cache, = (data / "cache").glob("embeddings-*.sqlite")
     aside = cache.with_suffix(".aside")
@@ -412,7 +511,7 @@ def test_export_selected_chats_as_eval_cases(served):
 
     url, _, data = served
     instructor = client(url)
-    instructor.predict(PASSWORD, api_name="/instructor_login")
+    sign_in(instructor)
     ids = [row[0] for row in chat_rows(data, "SELECT id FROM chats ORDER BY id LIMIT 2")]
     path = instructor.predict(ids, api_name="/export_eval")
     cases = load_dataset(path)
@@ -441,15 +540,15 @@ def test_starter_questions_follow_the_schedule():
     assert starter_questions({}, dt.date(2026, 1, 1)) == []
 
 
-def test_place_uploads_sanitises_names_and_undoes_itself(tmp_path):
-    from tutor.app_upload import UploadRejected, place_uploads
+def test_staged_upload_sanitises_names_and_undoes_itself(tmp_path):
+    from tutor.app_upload import UploadRejected, stage_upload
 
     root = tmp_path / "course"
     (root / "book").mkdir(parents=True)
-    (root / "book" / "ch1.md").write_text("old chapter")
+    (root / "book" / "ch1.md").write_text("# One\n\nold chapter\n")
     incoming = tmp_path / "in"
     incoming.mkdir()
-    (incoming / "ch1.md").write_text("new chapter")
+    (incoming / "ch1.md").write_text("# One\n\nnew chapter\n")
     archive = incoming / "more.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("extra/ch2 (draft).md", "# Two\n\ntext")
@@ -459,24 +558,32 @@ def test_place_uploads_sanitises_names_and_undoes_itself(tmp_path):
         info.external_attr = 0o120777 << 16               # a symlink member
         zf.writestr(info, "/etc/passwd")
 
-    placed = place_uploads([incoming / "ch1.md", archive], root, "book", cap_bytes=10_000)
-    assert placed.written == ["book/ch1.md", "book/extra/ch2 _draft_.md"]
-    assert dict(placed.skipped) == {"extra/run.sh": "file type '.sh' is not indexed", "__MACOSX/._ch2.md":
+    data = tmp_path / "data"
+    upload = stage_upload([incoming / "ch1.md", archive], root, "book", cap_bytes=10_000, data_dir=data)
+    assert upload.files == ["book/ch1.md", "book/extra/ch2 _draft_.md"] and upload.replaces == ["book/ch1.md"]
+    assert dict(upload.skipped) == {"extra/run.sh": "file type '.sh' is not indexed", "__MACOSX/._ch2.md":
                                     "hidden file", "extra/link.md": "symbolic links are not unpacked"}
-    assert (root / "book" / "ch1.md").read_text() == "new chapter"
-    placed.rollback()
-    assert (root / "book" / "ch1.md").read_text() == "old chapter"
+    assert "old chapter" in (root / "book" / "ch1.md").read_text()   # staging never touches the course
+    upload.apply()
+    assert "new chapter" in (root / "book" / "ch1.md").read_text()
+    upload.rollback()
+    assert "old chapter" in (root / "book" / "ch1.md").read_text()
     assert not (root / "book" / "extra" / "ch2 _draft_.md").exists()
+    assert not any((data / "uploads").iterdir())                      # nothing left behind
 
     for folder in ("../outside", "/etc", "book/../../x", ".git"):
         with pytest.raises(UploadRejected, match="folder"):
-            place_uploads([incoming / "ch1.md"], root, folder, cap_bytes=10_000)
+            stage_upload([incoming / "ch1.md"], root, folder, cap_bytes=10_000, data_dir=data)
     with pytest.raises(UploadRejected, match="over the"):
-        place_uploads([incoming / "ch1.md"], root, "book", cap_bytes=5)
+        stage_upload([incoming / "ch1.md"], root, "book", cap_bytes=5, data_dir=data)
     fake = incoming / "fake.zip"
     fake.write_text("not a zip")
     with pytest.raises(UploadRejected, match="not a valid zip"):
-        place_uploads([fake], root, "book", cap_bytes=10_000)
+        stage_upload([fake], root, "book", cap_bytes=10_000, data_dir=data)
+    with pytest.raises(UploadRejected, match="not uploaded from your browser"):
+        stage_upload([incoming / "ch1.md"], root, "book", cap_bytes=10_000, data_dir=data,
+                     accept_source=lambda path: False)
+    assert not any((data / "uploads").iterdir())
 
 
 # -- load -----------------------------------------------------------------------------------------
