@@ -63,3 +63,14 @@ def shipped_course(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("shipped-data")
     report = ingest_course(root / "corpus/dl-intro", IngestOptions(data_dir=data_dir), embedder=shared_embedder())
     return data_dir, report
+
+
+@pytest.fixture(autouse=True)
+def fresh_llm_breakers():
+    """Each test starts with every LLM server trusted: a breaker opened by one test's dead server
+    (and its background probe) must not make another test's server on a reused port look down."""
+    from tutor.llm.breaker import reset_breakers
+
+    reset_breakers()
+    yield
+    reset_breakers()

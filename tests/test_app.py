@@ -231,7 +231,14 @@ def test_unreachable_llm_falls_back_with_a_notice(served):
         chat, sources, _ = ask(client(url), "What is the gradient descent update rule?")
     answer = text_of(chat[-1])
     assert "[1]" in answer and "tutor-chip" in sources            # still answered, extractively
-    assert "> ⚠️ The course's LLM is unavailable, so this is an extractive answer." in answer
+    from tutor.answer import MODEL_DOWN_NOTICE
+
+    assert "> ⚠️ " + MODEL_DOWN_NOTICE in answer and "127.0.0.1" not in answer   # no address for students
+    from tutor.app_instructor import model_status_markdown
+    from tutor.llm import llm_status
+
+    status = model_status_markdown(llm_status())                 # the instructor sees where and why
+    assert f"127.0.0.1:{closed}" in status and "down" in status and "Last failure" in status
 
 
 def test_feedback_is_stored_for_the_asking_session_only(served):

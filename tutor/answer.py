@@ -6,14 +6,18 @@
             print(event.text, end="")
     answer = event.answer            # the last event carries the Answer (DESIGN.md contract)
 
-The LLM backend is chosen by name from the settings; if it is unreachable before its first token,
-the answer falls back to `extractive` with a visible notice, so a student always gets an answer.
+The LLM backend is chosen by name from the settings; if it is unreachable or rejects the request
+before its first token, the answer falls back to `extractive` with a plain notice, so a student
+always gets an answer (the technical reason goes to the `tutor.llm` log). A prompt too long for the
+model's context is first tried once more with half the sources.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import itertools
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -25,13 +29,28 @@ from ingest.store import CourseIndex, list_courses, load_index
 from tutor import policy
 from tutor.citations import Citation, CitationStream, resolve_citations
 from tutor.errors import CourseNotFoundError
-from tutor.llm import BackendConfig, LLMBackend, LLMUnavailableError, create_backend
+from tutor.llm import (
+    BackendConfig,
+    LLMBackend,
+    LLMContextTooLongError,
+    LLMRequestError,
+    LLMUnavailableError,
+    create_backend,
+)
 from tutor.prompt import Source, build_messages
 from tutor.retrieve import Hit, Retriever, expand_abbreviations
 from tutor.models import resolve_model_path
 from tutor.settings import Settings
 
+log = logging.getLogger("tutor.llm")
+
 _TEACHING_KINDS = ("slides", "book", "notes", "notebook", "transcript", "web")
+# What students read when the model failed; the reason (URLs, errors, fixes) is for the log only.
+MODEL_DOWN_NOTICE = ("The course's AI model is not reachable right now, so this answer quotes the course "
+                     "material directly.")
+MODEL_REFUSED_NOTICE = ("The course's AI model could not take this question, so this answer quotes the course "
+                        "material directly.")
+CUT_SHORT_NOTICE = "The course's AI model stopped partway through, so this answer may be incomplete."
 _FOLLOW_UP = re.compile(
     r"^\s*(?:and|but|so|what about|how about|why|then|also)\b|\b(?:it|its|it's|this|that|these|those|they|"
     r"them|their|the same|the previous|above)\b", re.I)
@@ -161,12 +180,11 @@ class Tutor:
             yield from self._homework(answer, homework, question, sources, timings, started)
             return
 
-        messages = build_messages(question, sources, self.course, mode, history,
-                                  homework_title=homework.title if homework else "")
-        timings["prompt_s"] = time.perf_counter() - started
+        deltas, drawn = self._generate(answer, question, sources, history, mode,
+                                       homework.title if homework else "", timings, started)
         text = ""
-        renumber = CitationStream({s.n for s in sources})
-        for delta in self._generate(answer, messages, question, sources, mode, timings, started):
+        renumber = CitationStream({s.n for s in drawn})  # only the sources the answer's prompt numbered
+        for delta in deltas:
             delta = renumber.feed(delta)
             if delta:
                 text += delta
@@ -183,38 +201,62 @@ class Tutor:
             match = homework or policy.AssignmentMatch("", "a graded assignment", "", "", leak)
             yield from self._homework(answer, match, question, sources, timings, started)
             return
-        by_old = {s.n: s for s in sources}
+        by_old = {s.n: s for s in drawn}
         used = [Source(new, by_old[old].chunk, by_old[old].context) for old, new in renumber.numbers.items()]
         answer.text, answer.citations = resolve_citations(text, used)
         answer.refused = "homework" if homework else None
         answer.demos = self._demos(answer.citations)
         yield from self._finish(answer, answer.citations, timings, started, streamed=True)
 
-    def _generate(self, answer: Answer, messages: list[dict], question: str, sources: list[Source], mode: str,
-                  timings: dict, started: float) -> Iterator[str]:
+    def _generate(self, answer: Answer, question: str, sources: list[Source], history: list[tuple[str, str]],
+                  mode: str, homework_title: str, timings: dict,
+                  started: float) -> tuple[Iterator[str], list[Source]]:
+        """Start the answer on the course's model, or on the extractive fallback if the model fails first.
+
+        Returns the answer's pieces, the first one already produced (every fallback is decided before a
+        student sees a word), and the sources the answering prompt numbered, which its [n] markers name:
+        a prompt too long for the model is tried once more with the first half of the sources.
+        """
         extractive_opts = {"question": expand_abbreviations(question), "sources": sources,
                            "embed": self.embedder.encode, "mode": mode}
-        backend = self.backend
-        opts = extractive_opts if getattr(backend, "reads_sources", False) else {}
-        first = True
-        try:
-            for delta in backend.stream(messages, max_tokens=self.settings.max_answer_tokens, **opts):
-                if first:
-                    timings["first_token_s"] = time.perf_counter() - started
-                    first = False
-                yield delta
-            return
-        except LLMUnavailableError as exc:
-            if not first:
-                answer.notice = f"The answer was cut short: {exc}"
-                return
-            answer.notice = f"The course's LLM is unavailable, so this is an extractive answer. ({exc})"
+        reads_sources = getattr(self.backend, "reads_sources", False)
+        tries = [sources, sources[: len(sources) // 2]] if len(sources) > 1 else [sources]
+        failure: Exception | None = None
+        for drawn in tries:
+            messages = build_messages(question, drawn, self.course, mode, history, homework_title=homework_title)
+            timings.setdefault("prompt_s", time.perf_counter() - started)
+            opts = {**extractive_opts, "sources": drawn} if reads_sources else {}
+            try:
+                pieces = self.backend.stream(messages, max_tokens=self.settings.max_answer_tokens, **opts)
+                first = next(pieces, None)
+            except LLMContextTooLongError as exc:
+                log.warning("course model: prompt with %d sources too long: %s", len(drawn), exc)
+                failure = exc
+                continue
+            except (LLMUnavailableError, LLMRequestError) as exc:
+                failure = exc
+                break
+            timings["first_token_s"] = time.perf_counter() - started
+            return self._until_cut_short(answer, first, pieces), drawn
+        log.warning("course model failed before answering, quoting the course material instead: %s", failure)
+        answer.notice = MODEL_DOWN_NOTICE if isinstance(failure, LLMUnavailableError) else MODEL_REFUSED_NOTICE
         answer.backend, answer.model = self.fallback.name, self.fallback.model
-        for delta in self.fallback.stream(messages, **extractive_opts):
-            if first:
-                timings["first_token_s"] = time.perf_counter() - started
-                first = False
-            yield delta
+        pieces = self.fallback.stream(build_messages(question, sources, self.course, mode, history,
+                                                     homework_title=homework_title), **extractive_opts)
+        first = next(pieces, None)
+        timings["first_token_s"] = time.perf_counter() - started
+        return itertools.chain([first] if first is not None else [], pieces), sources
+
+    def _until_cut_short(self, answer: Answer, first: str | None, pieces: Iterator[str]) -> Iterator[str]:
+        """`first` then the rest of `pieces`; a failure after the first piece ends the answer with a notice."""
+        if first is None:
+            return
+        yield first
+        try:
+            yield from pieces
+        except LLMUnavailableError as exc:
+            log.warning("course model stopped mid-answer: %s", exc)
+            answer.notice = CUT_SHORT_NOTICE
 
     def _homework(self, answer: Answer, match: policy.AssignmentMatch, question: str, sources: list[Source],
                   timings: dict, started: float) -> Iterator[AnswerEvent]:
@@ -303,7 +345,8 @@ def backend_from_settings(settings: Settings) -> LLMBackend:
     config = BackendConfig(
         base_url=settings.llm_base_url, model=settings.llm_model,
         api_key=settings.llm_api_key.get_secret_value(), timeout_s=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
+        first_token_timeout_s=settings.llm_first_token_timeout_s, connect_timeout_s=settings.llm_connect_timeout_s,
+        probe_interval_s=settings.llm_probe_interval_s, max_retries=settings.llm_max_retries,
         model_path=resolve_model_path(settings.llm_model_path, settings.data_dir) if settings.llm_model_path else "",
         adapter_path=settings.llm_adapter_path,
     )

@@ -27,6 +27,7 @@ from ingest.course import load_course
 from ingest.pipeline import IngestReport, ingest_course
 from tutor.app_upload import StagedUpload, UploadRejected, accepted_extensions, recover_uploads, stage_upload
 from tutor.chatlog import ChatLog
+from tutor.llm import llm_status
 from tutor.settings import Settings
 
 log = logging.getLogger("tutor.app")
@@ -151,7 +152,7 @@ def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_pi
 
     def stats(course: str, is_unlocked: bool):
         require(is_unlocked)
-        return usage_tables(chatlog, tutors.get(course).course)
+        return (*usage_tables(chatlog, tutors.get(course).course), model_status_markdown(llm_status()))
 
     def export(chat_ids, is_unlocked: bool):
         require(is_unlocked)
@@ -186,6 +187,7 @@ def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_pi
             report = gr.Markdown(elem_id="tutor-ingest-report")
         with gr.Tab("What students ask"):
             refresh = gr.Button("Refresh", size="sm")
+            model_status = gr.Markdown(elem_id="tutor-model-status")
             per_day = gr.Dataframe(label="Questions per day", interactive=False)
             cited = gr.Dataframe(label="Most-cited files", interactive=False)
             refused = gr.Dataframe(label="Declined questions (out of scope or graded homework)", interactive=False)
@@ -197,7 +199,7 @@ def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_pi
             export_button = gr.Button("Export JSONL", size="sm")
             exported = gr.File(label="Eval cases (JSONL)", interactive=False, height=90)
 
-    tables = [per_day, cited, refused, weak, down, chosen]
+    tables = [per_day, cited, refused, weak, down, chosen, model_status]
     if expected:
         signed_in = {"fn": sign_in, "inputs": [password],
                      "outputs": [unlocked, sign_in_form, signed_in_note, instructor_tab, tabs, password, token]}
@@ -274,6 +276,23 @@ def ingest_report_markdown(report: IngestReport, upload: StagedUpload, not_index
               "into a folder the globs cover" for rel in not_indexed]
     lines += [f"- note: {n}" for n in report.notes]
     return "\n".join(lines)
+
+
+def model_status_markdown(servers: list[dict]) -> str:
+    """The course model's servers as the instructor sees them: up or down, and the last failure in full
+    (students only ever see that the model is unavailable, never addresses or commands)."""
+    if not servers:
+        return "**Course model**: none configured; students get extractive answers quoted from the material."
+    lines = []
+    for server in servers:
+        since = time.strftime("%H:%M:%S", time.localtime(server["since"])) if server.get("since") else "start"
+        state = "answering" if server["state"] == "closed" else "down: students get quoted answers, retrying"
+        lines.append(f"**Course model** at `{server['base_url']}`: {state} (since {since}).")
+        if server.get("last_error"):
+            when = time.strftime("%H:%M:%S", time.localtime(server["last_error_at"])) if server.get(
+                "last_error_at") else ""
+            lines.append(f"Last failure {when}: {server['last_error']}")
+    return "\n\n".join(lines)
 
 
 def usage_tables(chatlog: ChatLog, course: dict) -> tuple:

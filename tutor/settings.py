@@ -45,8 +45,21 @@ class Settings(BaseSettings):
     llm_base_url: str = Field("", description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM).")
     llm_model: str = Field("", description="Served model name: the base model or a LoRA adapter's name.")
     llm_api_key: SecretStr = Field(SecretStr(""), description="API key for the server, if it wants one.")
-    llm_timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for the server's answer.")
-    llm_max_retries: int = Field(2, ge=0, le=10, description="Retries (with backoff) before the first token.")
+    llm_timeout_s: float = Field(
+        60.0, gt=0, description="Longest a whole answer may take, in seconds; past it the answer is cut off."
+    )
+    llm_first_token_timeout_s: float = Field(
+        15.0, gt=0, description="Longest wait for the model's first text (and each read after it); a server "
+        "this slow is marked down and questions are answered from the course material meanwhile."
+    )
+    llm_connect_timeout_s: float = Field(3.0, gt=0, description="Longest wait to connect to the LLM server.")
+    llm_probe_interval_s: float = Field(
+        5.0, gt=0, description="While the LLM server is marked down, seconds between checks that it is back."
+    )
+    llm_max_retries: int = Field(
+        2, ge=0, le=10, description="Retries (with backoff, within a few seconds) of a refused connection or "
+        "server error before the first token."
+    )
     llm_model_path: str = Field("", description="Local transformers model folder for the `local` backend.")
     llm_adapter_path: str = Field("", description="Optional PEFT (LoRA) adapter folder for the `local` backend.")
     max_answer_tokens: int = Field(512, ge=16, le=8192, description="Longest answer the LLM may write.")

@@ -12,7 +12,12 @@ never imports another's heavy dependencies (torch for `local`, the HTTP client f
 
 Failures use two errors the caller can act on: `LLMUnavailableError` (the model cannot be reached
 now: fall back to `extractive`, retry later) and `LLMRequestError` (this request or setting is
-wrong: fix it, retrying will not help).
+wrong: fix it, retrying will not help). `LLMContextTooLongError`, a kind of `LLMRequestError`, says
+the prompt did not fit the model's context window: a shorter one (fewer sources) may pass.
+
+A server that fails before its first token is marked down process-wide (see `tutor.llm.breaker`):
+until a background probe finds it answering, its backends fail at once instead of waiting on it.
+`llm_status()` lists each server's state and last error, for the instructor.
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ingest.errors import ConfigError, TutorError
+from tutor.llm.breaker import llm_status
 
 __all__ = [
     "BackendConfig",
     "ConfigError",
     "LLMBackend",
+    "LLMContextTooLongError",
     "LLMRequestError",
     "LLMUnavailableError",
     "backend_names",
     "create_backend",
     "cut_at_stop",
+    "llm_status",
     "register_backend",
 ]
 
@@ -45,6 +53,10 @@ class LLMRequestError(TutorError, ValueError):
     """The server rejected the request (4xx), e.g. an unknown model name; retrying will not help."""
 
 
+class LLMContextTooLongError(LLMRequestError):
+    """The prompt and answer do not fit the model's context window; a shorter prompt may."""
+
+
 @dataclass
 class BackendConfig:
     """What a backend needs to reach its model; the tutor's settings object fills it."""
@@ -52,16 +64,22 @@ class BackendConfig:
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible server URL, ending in /v1"})
     model: str = field(default="", metadata={"help": "served model name (a vLLM LoRA adapter name works too)"})
     api_key: str = field(default="", metadata={"help": "API key; local servers accept any value"})
-    timeout_s: float = field(default=60.0, metadata={"help": "longest wait for the next bytes of an answer"})
-    connect_timeout_s: float = field(default=5.0, metadata={"help": "longest wait to open a connection"})
-    max_retries: int = field(default=2, metadata={"help": "retries before the first token (never after)"})
+    timeout_s: float = field(
+        default=60.0, metadata={"help": "longest a whole answer may take; past it, the answer is cut off"})
+    first_token_timeout_s: float = field(
+        default=15.0, metadata={"help": "longest wait for the first text of an answer, and for each read after it"})
+    connect_timeout_s: float = field(default=3.0, metadata={"help": "longest wait to open a connection"})
+    max_retries: int = field(
+        default=2, metadata={"help": "retries of a refused connection or HTTP 5xx, before the first token only"})
     retry_backoff_s: float = field(default=0.5, metadata={"help": "first retry delay; doubles each retry"})
+    probe_interval_s: float = field(
+        default=5.0, metadata={"help": "while the server is marked down, how often to check whether it is back"})
     model_path: str = field(default="", metadata={"help": "local backend: folder of a transformers model"})
     adapter_path: str = field(default="", metadata={"help": "local backend: folder of a PEFT adapter"})
     device: str = field(default="cpu", metadata={"help": "local backend: torch device, e.g. cpu or cuda"})
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "connect_timeout_s"):
+        for name in ("timeout_s", "first_token_timeout_s", "connect_timeout_s", "probe_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"LLM {name} must be a positive number of seconds, got {getattr(self, name)!r}")
         if self.max_retries < 0:

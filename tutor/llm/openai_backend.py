@@ -1,9 +1,16 @@
 """The `openai` backend: any OpenAI-compatible chat server, streamed with the official client.
 
 It speaks to vLLM in production (`model` is the base model or a LoRA adapter's served name), to
-`transformers serve` on a CPU for development and tests, or to a hosted API. It retries with
-exponential backoff only until the first piece of text has arrived: once text has been handed to
-the caller, a failure is reported, never papered over by a retry that would repeat the answer.
+`transformers serve` on a CPU for development and tests, or to a hosted API.
+
+Three limits keep a slow or hung server from stalling students: `connect_timeout_s` to open a
+connection, `first_token_timeout_s` for the first text (and each read after it), and `timeout_s` for
+the whole answer, past which the answer is cut off. A refused connection or an HTTP 5xx is retried
+with exponential backoff within a few seconds, and only before the first text: once text has been
+handed to the caller, a failure is reported, never papered over by a retry that would repeat the
+answer. A timeout is never retried, since a hung server hangs again. Any failure before the first
+text marks the server down (`tutor.llm.breaker`): later requests fail at once until a probe of its
+/v1/models gets an answer.
 
     backend = create_backend("openai", BackendConfig(base_url="http://127.0.0.1:8000/v1", model="org/model"))
     print(backend.complete([{"role": "user", "content": "Hello"}]))
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -23,16 +31,28 @@ from tutor.llm import (
     BackendConfig,
     ConfigError,
     LLMBackend,
+    LLMContextTooLongError,
     LLMRequestError,
     LLMUnavailableError,
     cut_at_stop,
     register_backend,
 )
+from tutor.llm.breaker import breaker_for
 
 # Sent when no key is configured: local servers ignore it, but the client refuses to run without one.
 PLACEHOLDER_API_KEY = "EMPTY"
 MAX_BACKOFF_S = 8.0
+RETRY_WINDOW_S = 4.0  # no retry starts later than this after the first attempt
 START_SERVER_HINT = "start it with `tutor serve` or set TUTOR_LLM_BASE_URL"
+# How vLLM, OpenAI, TGI, llama.cpp and others word "the prompt does not fit the context window".
+CONTEXT_TOO_LONG = re.compile(
+    r"context[ _-]?(?:length|window|size)|maximum context|too many (?:input |prompt )?tokens|prompt is too long"
+    r"|too long to fit|(?:tokens?|length|prompt|input)\b.{0,60}\bexceed|exceed.{0,60}\b(?:tokens?|context|limit)"
+    r"|tokens?\b.{0,60}must be <=", re.I | re.S)
+
+
+class _TooSlow(Exception):
+    """The server sends, but too slowly: no text by the first-token limit, or not done by the deadline."""
 
 
 @register_backend("openai")
@@ -62,10 +82,13 @@ class OpenAIBackend(LLMBackend):
         self.client = openai.OpenAI(
             base_url=self.base_url,
             api_key=config.api_key or PLACEHOLDER_API_KEY,
-            timeout=openai.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            # one read may take as long as the first token; the whole answer is bounded in `stream`
+            timeout=openai.Timeout(min(config.first_token_timeout_s, config.timeout_s),
+                                   connect=config.connect_timeout_s),
             max_retries=0,  # retries are ours: the client's own would also retry mid-stream failures
         )
         self._usage = threading.local()
+        breaker_for(self.base_url)  # listed in `llm_status()` from now on, before any question
 
     @property
     def last_completion_tokens(self) -> int | None:
@@ -95,7 +118,15 @@ class OpenAIBackend(LLMBackend):
             request["stop"] = stop
         request.update(opts)
 
-        chunks, texts, first_text = self._open_stream(request)
+        breaker = breaker_for(self.base_url)
+        if not breaker.allow():
+            raise LLMUnavailableError(breaker.down_message())
+        try:
+            chunks, texts, first_text = self._open_stream(request)
+        except LLMUnavailableError as error:
+            breaker.record_failure(str(error), probe=self._probe, probe_interval_s=self.config.probe_interval_s)
+            raise
+        breaker.record_success()
         if first_text is None:
             return
         delivered = 0
@@ -103,6 +134,12 @@ class OpenAIBackend(LLMBackend):
             for text in cut_at_stop(itertools.chain([first_text], texts), stop):
                 yield text
                 delivered += len(text)
+        except _TooSlow as error:
+            raise LLMUnavailableError(
+                f"LLM server at {self.base_url}: the answer was cut off after {delivered} characters, "
+                f"having taken longer than {self.config.timeout_s:g}s; raise TUTOR_LLM_TIMEOUT_S or lower "
+                "TUTOR_MAX_ANSWER_TOKENS"
+            ) from error
         except (openai.OpenAIError, json.JSONDecodeError) as error:
             raise LLMUnavailableError(
                 f"LLM server at {self.base_url} broke off the answer after {delivered} characters "
@@ -135,17 +172,30 @@ class OpenAIBackend(LLMBackend):
             # client's first reuse of it fails with a reset; a second try opens a fresh one.
             return [entry.id for entry in self.client.models.list()]
 
+    def _probe(self) -> None:
+        """Return if the server answers GET /v1/models at all (a 4xx counts: it is serving); raise if not."""
+        try:
+            self.client.models.list()
+        except openai.APIStatusError as error:
+            if error.status_code >= 500:
+                raise LLMUnavailableError(f"{self.base_url}/models: {_reason(error, self.config)}") from error
+        except openai.APIConnectionError as error:
+            raise LLMUnavailableError(f"{self.base_url}/models: {_reason(error, self.config)}") from error
+
     def _open_stream(self, request: dict) -> tuple[openai.Stream, Iterator[str], str | None]:
         """Send the request and wait for the first text, retrying failures that may pass.
 
         Returns the open stream, its text iterator (already past the first text) and that text.
         """
         attempts = self.config.max_retries + 1
+        started = time.monotonic()
+        done_by = started + self.config.timeout_s
         for attempt in range(attempts):
             try:
                 sent = time.perf_counter()
                 chunks = self.client.chat.completions.create(stream=True, **request)
-                texts = _texts(chunks, self._usage)
+                first_text_by = min(time.monotonic() + self.config.first_token_timeout_s, done_by)
+                texts = _texts(chunks, self._usage, first_text_by, done_by)
                 try:
                     first = next(texts, None)
                     self._usage.first_text_s = time.perf_counter() - sent
@@ -153,6 +203,9 @@ class OpenAIBackend(LLMBackend):
                 except BaseException:
                     chunks.close()
                     raise
+            except (openai.APITimeoutError, _TooSlow) as error:
+                # A server that hung once hangs again: a retry would only double the student's wait.
+                raise self._unavailable(error, attempt + 1) from error
             except openai.APIStatusError as error:
                 if not _is_transient(error):
                     raise self._rejected(error) from error
@@ -170,12 +223,19 @@ class OpenAIBackend(LLMBackend):
                 raise LLMUnavailableError(
                     f"LLM server at {self.base_url} failed before answering ({detail}); check the server's log"
                 ) from error
-            if attempt + 1 < attempts:
-                time.sleep(min(self.config.retry_backoff_s * 2**attempt, MAX_BACKOFF_S))
-        raise self._unavailable(last_error, attempts) from last_error
+            backoff = min(self.config.retry_backoff_s * 2**attempt, MAX_BACKOFF_S)
+            if attempt + 1 == attempts or time.monotonic() + backoff - started > RETRY_WINDOW_S:
+                break
+            time.sleep(backoff)
+        raise self._unavailable(last_error, attempt + 1) from last_error
 
-    def _unavailable(self, error: openai.OpenAIError, attempts: int) -> LLMUnavailableError:
+    def _unavailable(self, error: BaseException, attempts: int) -> LLMUnavailableError:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
+        if isinstance(error, (openai.APITimeoutError, _TooSlow)):
+            return LLMUnavailableError(
+                f"LLM server at {self.base_url} did not answer in time ({_reason(error, self.config)}); "
+                "check that it is running and its log, or restart it with `tutor serve`"
+            )
         return LLMUnavailableError(
             f"LLM server at {self.base_url} is not reachable ({_reason(error, self.config)}){tries}; "
             f"{START_SERVER_HINT}"
@@ -186,6 +246,12 @@ class OpenAIBackend(LLMBackend):
             return LLMRequestError(
                 f"LLM server at {self.base_url} refused the API key (HTTP {error.status_code}: "
                 f"{_server_detail(error)}); set TUTOR_LLM_API_KEY to a key it accepts"
+            )
+        if CONTEXT_TOO_LONG.search(_server_detail(error)):
+            return LLMContextTooLongError(
+                f"LLM server at {self.base_url}: the prompt does not fit model {self.model!r} (HTTP "
+                f"{error.status_code}: {_server_detail(error)}); use fewer or shorter sources (TUTOR_TOP_K), "
+                "a lower TUTOR_MAX_ANSWER_TOKENS, or serve the model with a longer context"
             )
         served = self._served_models()
         if served is not None and self.model not in served:
@@ -218,14 +284,23 @@ class OpenAIBackend(LLMBackend):
             return None
 
 
-def _texts(chunks: openai.Stream, usage: threading.local) -> Iterator[str]:
-    """The non-empty content deltas of a chat completion stream; a usage chunk's count goes to `usage`."""
+def _texts(chunks: openai.Stream, usage: threading.local, first_text_by: float, done_by: float) -> Iterator[str]:
+    """The non-empty content deltas of a chat completion stream; a usage chunk's count goes to `usage`.
+
+    Raises `_TooSlow` when no text has come by `first_text_by`, or the stream is not over by `done_by`
+    (monotonic times): each read has its own timeout, but a server can dribble forever within it.
+    """
+    seen_text = False
     for chunk in chunks:
         if getattr(chunk, "usage", None) is not None and chunk.usage.completion_tokens is not None:
             usage.completion_tokens = chunk.usage.completion_tokens
         for choice in chunk.choices:
             if choice.delta is not None and choice.delta.content:
+                seen_text = True
                 yield choice.delta.content
+        now = time.monotonic()
+        if now > done_by or (not seen_text and now > first_text_by):
+            raise _TooSlow("not done in time" if seen_text else "no text in time")
 
 
 def _is_transient(error: openai.APIStatusError) -> bool:
@@ -233,9 +308,10 @@ def _is_transient(error: openai.APIStatusError) -> bool:
 
 
 def _reason(error: BaseException, config: BackendConfig) -> str:
-    """A short human reason: 'connection refused', 'no answer within 60s', 'HTTP 503: ...'."""
-    if isinstance(error, openai.APITimeoutError):
-        return f"no answer within {config.timeout_s:g}s (connect timeout {config.connect_timeout_s:g}s)"
+    """A short human reason: 'connection refused', 'no answer within 15s', 'HTTP 503: ...'."""
+    if isinstance(error, (openai.APITimeoutError, _TooSlow)):
+        waited = min(config.first_token_timeout_s, config.timeout_s)
+        return f"no answer within {waited:g}s (connect timeout {config.connect_timeout_s:g}s)"
     if isinstance(error, openai.APIStatusError):
         return f"HTTP {error.status_code}: {_server_detail(error)}"
     cause: BaseException | None = error
