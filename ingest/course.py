@@ -26,7 +26,8 @@
 
 Without `[[sources]]`, a file's kind comes from its folder (`solutions/` -> solution, `slides/` ->
 slides, ...) and then its type (`.ipynb` -> notebook, `.vtt` -> transcript, ...). Anything under a
-folder named `solutions` is always a `solution`, whatever the globs say.
+folder named `solutions`, and any file an assignment names as its `solution`, is always a `solution`,
+whatever the globs say.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class CourseConfig:
         """The kind of the file at `rel`, or None when the sources rules leave it out."""
         parts = PurePosixPath(rel).parts
         if any(p.lower() in ("solutions", "solution") for p in parts[:-1]):
+            return "solution"
+        if PurePosixPath(rel) in {PurePosixPath(a.solution) for a in self.assignments if a.solution}:
             return "solution"
         if self.sources:
             for rule in self.sources:
@@ -194,15 +197,18 @@ def _as_date(value) -> dt.date:
 
 
 def walk_course(root: Path) -> list[Path]:
-    """Every file under `root` (sorted, hidden folders and build caches skipped), symlinks included:
-    the caller decides what a symlink that leaves the folder means."""
+    """Every file under `root` (sorted, what `left_out` names skipped), symlinks included: the caller
+    decides what a symlink means (where it really leads)."""
     found = []
     for path in sorted(root.rglob("*")):
-        rel_parts = path.relative_to(root).parts
-        if any(p in _SKIP_DIRS or p.startswith(".") for p in rel_parts):
-            continue
-        if path.name == "course.toml":
+        if left_out(path.relative_to(root).as_posix()):
             continue
         if path.is_file() or path.is_symlink():
             found.append(path)
     return found
+
+
+def left_out(rel: str) -> bool:
+    """Whether the course walk skips `rel`: hidden files and folders, build caches, course.toml."""
+    parts = PurePosixPath(rel).parts
+    return any(p in _SKIP_DIRS or p.startswith(".") for p in parts) or parts[-1:] == ("course.toml",)

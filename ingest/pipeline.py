@@ -5,6 +5,11 @@ their chunks and vectors come from the live build. Changed files are re-loaded a
 only chunk texts the embedding cache has never seen are embedded. A file that cannot be read is
 skipped with its reason; if an earlier version of it was indexed, that version keeps serving.
 Nothing is written unless something changed, and then the whole build is swapped in atomically.
+
+A symlink is judged by where it really leads, not by its name: one that leads to a solution (or a
+folder holding one), out of the course folder, or into a folder the course leaves out is skipped with
+its reason, so a solution is only ever indexed once, as a solution, under its own path. A link to an
+ordinary course file is indexed under the link's name, with the kind of the file it leads to.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.chunk import Chunker, ChunkerSettings
-from ingest.course import CourseConfig, load_course, walk_course
+from ingest.course import CourseConfig, left_out, load_course, walk_course
 from ingest.embed import Embedder, EmbeddingCache, embed_with_cache
 from ingest.errors import LoaderError
 from ingest.loaders import load_file, loader_for
@@ -175,7 +180,8 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
         (report.changed if old else report.added).append(rel)
     bar.close()
 
-    report.removed = sorted(set(previous_files) - set(files) - {s["path"] for s in report.skipped})
+    # A file skipped before loading (now empty, too big, a link to a solution) leaves the index too.
+    report.removed = sorted(set(previous_files) - set(files))
     report.chunks = len(kept) + len(fresh)
     live_link = index_root / course.id
     if previous is not None and not rebuilding and not (report.added or report.changed or report.removed):
@@ -225,15 +231,12 @@ def _candidate_files(course: CourseConfig, options: IngestOptions,
         kind = course.kind_for(rel)
         if kind is None:
             continue  # not part of the course per course.toml's sources
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(root):
-                report.skipped.append({"path": rel, "reason": "symlink points outside the course folder; "
-                                       "copy the file into the folder instead"})
-                continue
-            if not target.is_file():
-                report.skipped.append({"path": rel, "reason": "broken symlink"})
-                continue
+        real_rel, reason = _through_link(course, path)
+        if reason:
+            report.skipped.append({"path": rel, "reason": reason})
+            continue
+        if real_rel:
+            kind = course.kind_for(real_rel) or kind
         if loader_for(path.suffix) is None:
             report.skipped.append({"path": rel, "reason": f"unsupported file type '{path.suffix or '(none)'}'"})
             continue
@@ -250,6 +253,39 @@ def _candidate_files(course: CourseConfig, options: IngestOptions,
         report.notes.append(f"no file matches the course.toml source '{glob}' (a build step such as "
                             "`make corpus` may not have run)")
     return found
+
+
+_NEVER_TAUGHT = "solutions are never teaching material, so a solution is indexed only under its own path"
+
+
+def _through_link(course: CourseConfig, path: Path) -> tuple[str, str]:
+    """(where `path` really leads, relative to the course, or '' when no symlink is involved; why it is
+    not indexed, or '' when it is no link or a link to an ordinary file of the course).
+
+    The link may be `path` itself or any folder above it."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links, before Python 3.13
+        return "", "symlink loop; fix or remove the link"
+    if real == path:
+        return "", ""
+    if not real.is_relative_to(course.root):
+        return "", "symlink points outside the course folder; copy the file into the folder instead"
+    real_rel = real.relative_to(course.root).as_posix()
+    if real.is_dir():
+        inside = [p.relative_to(course.root).as_posix() for p in walk_course(real)]
+        if any(course.kind_for(r) == "solution" for r in inside):
+            return real_rel, f"links to a folder of solutions ({real_rel}); {_NEVER_TAUGHT}"
+        return real_rel, (f"links to a folder ({real_rel}); folder links are not followed, and the files in "
+                          "it are indexed under their own paths")
+    if not real.is_file():
+        return real_rel, "broken symlink (its target does not exist); fix or remove the link"
+    if course.kind_for(real_rel) == "solution":
+        return real_rel, f"links to a solution file ({real_rel}); {_NEVER_TAUGHT}"
+    if left_out(real_rel):
+        return real_rel, (f"links to {real_rel}, which the course leaves out (a hidden file or folder, "
+                          "or a build cache)")
+    return real_rel, ""
 
 
 def _course_info(course: CourseConfig, demos: dict[str, dict]) -> dict:

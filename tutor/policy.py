@@ -120,10 +120,19 @@ def decline_text(course: dict) -> str:
 
 
 def homework_text(match: AssignmentMatch, pointers: list[tuple[int, str]], problem: str = "") -> str:
-    """The hints-only reply for a graded question: the policy, guiding questions, cited pointers."""
-    part = f"{problem} of **{match.title}**" if problem else f"part of **{match.title}**"
+    """The hints-only reply for a graded question: the policy, guiding questions, cited pointers.
+
+    A match without an id is no known assignment (a leak caught with nothing matched: its title is a
+    placeholder), so the reply names none rather than print an empty '()'."""
+    aid, title = match.id.strip(), match.title.strip()
+    if not aid:
+        assignment = "a graded assignment"
+    elif title and title != aid:
+        assignment = f"**{title}** ({aid}), a graded assignment"
+    else:
+        assignment = f"**{aid}**, a graded assignment"
     lines = [
-        f"This looks like {part} ({match.id}), a graded assignment. Under the "
+        f"This looks like {problem or 'part'} of {assignment}. Under the "
         "course's AI-use policy I won't solve it for you, but I can help you get there yourself.",
         "",
         "Some questions to guide you:",
