@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,24 +81,14 @@ def main() -> None:
         common = dict(engine="vllm", base=base, served_model_name=served_name, work_dir=args.out / "logs",
                       gpu_memory_utilization=args.gpu_memory_utilization, startup_timeout_s=900, extra_args=extra)
         # One after the other: vLLM sizes its KV cache from the free memory it sees while starting.
-        with serve_model(ServeRequest(port=find_free_port(), **common)) as alone, \
-                serve_model(ServeRequest(port=find_free_port(), adapters=adapters, **common)) as with_lora:
-            spread = ",".join(adapters)
-            targets = [BenchTarget("A", alone.base_url, served_name), BenchTarget("B", with_lora.base_url, spread)]
-            summary = {"course": index.course_id, "questions": len(questions), "base": base,
-                       "adapters": adapters, "max_model_len": max_len or None, "eager": args.eager,
-                       "max_tokens": args.max_tokens, "duration_s": args.duration, "levels": {}}
-            for concurrency in args.concurrency:
-                options = BenchOptions(concurrency=concurrency, duration_s=args.duration, max_tokens=args.max_tokens)
-                report = run_benchmark(targets, index, embedder, settings, options, questions)
-                save_report(report, args.out / f"c{concurrency}")
-                print(f"\n== {concurrency} concurrent students: A = {served_name} alone, B = requests spread "
-                      f"over {spread} (one server, both adapters) ==", flush=True)
-                print(format_report(report), flush=True)
-                summary["levels"][str(concurrency)] = {
-                    "A": {k: v for k, v in report["targets"][0].items() if k != "ttft_s"},
-                    "B": {k: v for k, v in report["targets"][1].items() if k != "ttft_s"},
-                    "ratio_b_over_a": report["ratio_b_over_a"]}
+        started = time.monotonic()
+        print(f"starting A ({served_name} alone) and then B (with {', '.join(adapters)})", flush=True)
+        with serve_model(ServeRequest(port=find_free_port(), **common)) as alone:
+            print(f"A ready after {time.monotonic() - started:.0f} s", flush=True)
+            with serve_model(ServeRequest(port=find_free_port(), adapters=adapters, **common)) as with_lora:
+                print(f"B ready after {time.monotonic() - started:.0f} s", flush=True)
+                summary = _load(args, index, embedder, settings, questions, served_name, alone, with_lora,
+                                adapters, base, max_len)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(f"\nsaved {args.out}/summary.json and c*/bench.json, c*/bench.png")
@@ -106,6 +97,28 @@ def main() -> None:
         record = {"command": " ".join(["python", *sys.argv]), "environment": _environment(), **summary}
         args.results.write_text(json.dumps(record, indent=2), encoding="utf-8")
         print(f"saved {args.results}")
+
+
+def _load(args, index, embedder, settings, questions, served_name, alone, with_lora, adapters, base, max_len) -> dict:
+    """Each concurrency level against A then B; the summary of all levels."""
+    spread = ",".join(adapters)
+    targets = [BenchTarget("A", alone.base_url, served_name), BenchTarget("B", with_lora.base_url, spread)]
+    summary = {"course": index.course_id, "questions": len(questions), "base": base,
+               "adapters": adapters, "max_model_len": max_len or None, "eager": args.eager,
+               "max_tokens": args.max_tokens, "duration_s": args.duration, "levels": {}}
+    for concurrency in args.concurrency:
+        options = BenchOptions(concurrency=concurrency, duration_s=args.duration, max_tokens=args.max_tokens)
+        report = run_benchmark(targets, index, embedder, settings, options, questions)
+        save_report(report, args.out / f"c{concurrency}")
+        print(f"\n== {concurrency} concurrent students: A = {served_name} alone, B = requests spread "
+              f"over {spread} (one server, both adapters) ==", flush=True)
+        print(format_report(report), flush=True)
+        summary["levels"][str(concurrency)] = {
+            "A": {k: v for k, v in report["targets"][0].items() if k != "ttft_s"},
+            "B": {k: v for k, v in report["targets"][1].items() if k != "ttft_s"},
+            "ratio_b_over_a": report["ratio_b_over_a"]}
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")  # so far
+    return summary
 
 
 def _models(args, data_dir: Path, work: Path) -> tuple[str, str, dict[str, str], int]:
