@@ -151,7 +151,7 @@ def test_every_math_delimiter_renders(app_url, page):
     page.screenshot(path=str(ARTIFACTS / "browser-4-notation.png"))
 
 
-def test_instructor_tab_appears_only_after_the_password(app_url, page):
+def test_instructor_tab_appears_only_after_the_password(app_url, page, tmp_path):
     url, _ = app_url
     page.goto(url)
     page.get_by_role("tab", name="Instructor sign-in").click()
@@ -163,6 +163,13 @@ def test_instructor_tab_appears_only_after_the_password(app_url, page):
     page.keyboard.press("Enter")
     page.get_by_role("tab", name="Instructor", exact=True, selected=True).wait_for()
     page.get_by_text("Add or replace files").wait_for()
+    # An upload from the browser goes through Gradio's upload route, which needs the sign-in's cookie.
+    assert any(c["name"] == "tutor_instructor" for c in page.context.cookies())
+    chapter = tmp_path / "zorbulation.md"
+    chapter.write_text("# Zorbulation\n\nThe zorbulation trick rescales each gradient by a cube root.\n")
+    page.locator("#component-0 input[type=file], input[type=file]").first.set_input_files(str(chapter))
+    page.get_by_role("button", name="Add and re-index").click()
+    page.get_by_text("Re-indexed").first.wait_for(timeout=60_000)
     page.get_by_role("tab", name="Instructor sign-in").click()
     page.get_by_text("Signed in: the Instructor tab is open").wait_for()
     page.get_by_role("tab", name="Instructor", exact=True).click()

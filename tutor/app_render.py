@@ -179,12 +179,18 @@ def answer_markdown(answer: dict) -> str:
     return text
 
 
-def banner_markdown(course: dict, backend: str) -> str:
+def banner_markdown(course: dict, backend: str, model: str = "") -> str:
+    from tutor.models import is_demo_model
+
     title = course.get("title") or course.get("id", "")
     lines = [f"**{title}**: ask about the lectures, the book and the demos. Every answer cites its sources."]
     if backend == "extractive":
         lines.append("ℹ️ **No language model is configured**: answers are the course passages that best "
                      "match your question, quoted with their sources (extractive mode).")
+    elif is_demo_model(model):
+        lines.append(f"⚠️ **Demonstration model** (`{model}`): a 135M-parameter model that shows the tutor "
+                     "working end to end on a laptop. It is not a reliable teacher: check every answer "
+                     "against its cited sources.")
     return "\n\n".join(lines)
 
 

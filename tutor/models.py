@@ -57,6 +57,12 @@ class PreparedModel:
     sha256: str
 
 
+def is_demo_model(model: str) -> bool:
+    """Whether `model` (a served name, folder or folder name) is a packaged model too small to teach."""
+    name = Path(str(model).split("+")[0]).name
+    return any(name in (spec.name, spec.folder) for spec in KNOWN_MODELS.values())
+
+
 def models_root(data_dir: Path) -> Path:
     return Path(data_dir) / "models"
 
