@@ -137,7 +137,8 @@ def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog,
 
     with gr.Blocks(title="Course Tutor", fill_width=True) as blocks:
         session = gr.State(new_session(default), time_to_live=SESSION_TTL_S)
-        banner = gr.Markdown(banner_markdown(first.course, first.backend.name), elem_id="tutor-banner")
+        banner = gr.Markdown(banner_markdown(first.course, first.backend.name, first.backend.model),
+                             elem_id="tutor-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Ask", id="ask"):
                 with gr.Row(equal_height=False):

@@ -159,5 +159,6 @@ class StudentChat:
         questions = starter_questions(tutor.course)
         buttons = [gr.update(value=q, visible=True) for q in questions]
         buttons += [gr.update(visible=False)] * (STARTERS - len(buttons))
-        return (new_session(course), [], sources_html(None), banner_markdown(tutor.course, tutor.backend.name),
+        banner = banner_markdown(tutor.course, tutor.backend.name, tutor.backend.model)
+        return (new_session(course), [], sources_html(None), banner,
                 gr.update(choices=[], value=None), *buttons)
