@@ -2,9 +2,11 @@
 
 Unchanged files (same size and mtime, or same content hash) are neither re-read nor re-embedded:
 their chunks and vectors come from the live build. Changed files are re-loaded and re-chunked, and
-only chunk texts the embedding cache has never seen are embedded. A file that cannot be read is
-skipped with its reason; if an earlier version of it was indexed, that version keeps serving.
-Nothing is written unless something changed, and then the whole build is swapped in atomically.
+only chunk texts the embedding cache has never seen are embedded; so are the sentences extractive
+answers may quote (`ingest/sentences.py`), one vector each, so that answering costs no embedding
+beyond the question's. A file that cannot be read is skipped with its reason; if an earlier version
+of it was indexed, that version keeps serving. Nothing is written unless something changed (or the
+live build is of an older format), and then the whole build is swapped in atomically.
 
 A symlink is judged by where it really leads, not by its name: one that leads to a solution (or a
 folder holding one), out of the course folder, or into a folder the course leaves out is skipped with
@@ -31,7 +33,8 @@ from ingest.embed import Embedder, EmbeddingCache, embed_with_cache
 from ingest.errors import LoaderError
 from ingest.loaders import load_file, loader_for
 from ingest.model import Chunk, SourceFile
-from ingest.store import IndexManifest, load_index, read_manifest, write_index
+from ingest.sentences import SentenceVectors, embed_sentences
+from ingest.store import FORMAT_VERSION, IndexManifest, load_index, read_manifest, write_index
 
 Progress = Callable[[float, str], None]
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # a damaged PDF gets one reason in the report, not log noise
@@ -46,7 +49,8 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     chunks: int = 0
-    embedded: int = 0
+    embedded: int = 0                 # chunk texts newly embedded
+    sentences_embedded: int = 0       # quotable sentences newly embedded
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     index_path: str = ""
@@ -58,7 +62,8 @@ class IngestReport:
         lines = [
             f"course {self.course}: {len(self.added)} added, {len(self.changed)} changed, "
             f"{len(self.removed)} removed, {len(self.unchanged)} unchanged, {len(self.skipped)} skipped",
-            f"{self.chunks} chunks, {self.embedded} newly embedded, {self.seconds:.1f} s",
+            f"{self.chunks} chunks, {self.embedded} newly embedded ({self.sentences_embedded} sentences), "
+            f"{self.seconds:.1f} s",
         ]
         lines += [f"  skipped {s['path']}: {s['reason']}" for s in self.skipped]
         lines += [f"  note: {n}" for n in self.notes]
@@ -114,6 +119,7 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
     previous_vectors: np.ndarray | None = None
     previous_row: dict[str, int] = {}
     previous_files: dict[str, dict] = {}
+    previous_sentences: SentenceVectors | None = None
     rebuilding = False
     if previous is not None:
         reason = _rebuild_reason(previous, embedder_info, chunker_settings.to_dict())
@@ -126,6 +132,10 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
             previous_vectors = live.vectors
             previous_row = live.row_of
             previous_files = previous.files
+            previous_sentences = live.sentences
+            if previous.format_version < FORMAT_VERSION:
+                report.notes.append(f"index format {previous.format_version} -> {FORMAT_VERSION}: added the "
+                                    "sentence vectors extractive answers quote from")
 
     candidates = _candidate_files(course, options, report)
     chunker = Chunker(embedder.tokenizer, chunker_settings)
@@ -184,7 +194,8 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
     report.removed = sorted(set(previous_files) - set(files))
     report.chunks = len(kept) + len(fresh)
     live_link = index_root / course.id
-    if previous is not None and not rebuilding and not (report.added or report.changed or report.removed):
+    if previous is not None and not rebuilding and previous.format_version == FORMAT_VERSION \
+            and not (report.added or report.changed or report.removed):
         report.index_path = str(live_link.resolve())
         return report  # nothing to do: the live build already is this build
 
@@ -195,13 +206,16 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
             progress(0.95, f"embedding {len(fresh)} chunks")
         fresh_vectors, report.embedded = embed_with_cache(
             embedder, cache, [c.embed_text() for c in fresh], [c.text_hash for c in fresh])
+        if progress:
+            progress(0.97, "embedding the sentences answers may quote")
+        sentences, report.sentences_embedded = embed_sentences(kept + fresh, embedder, cache, previous_sentences)
     finally:
         cache.close()
     kept_vectors = previous_vectors[kept_rows] if kept_rows else np.zeros((0, embedder.dimension), np.float32)
     vectors = np.concatenate([kept_vectors, fresh_vectors]) if len(fresh) else kept_vectors
     manifest = IndexManifest(course=course.id, embedder=embedder_info, chunker=chunker_settings.to_dict(),
                              files=files, skipped=report.skipped)
-    final = write_index(index_root, manifest, kept + fresh, vectors, _course_info(course, demos))
+    final = write_index(index_root, manifest, kept + fresh, vectors, _course_info(course, demos), sentences)
     report.index_path = str(final)
     if progress:
         progress(1.0, "done")

@@ -7,11 +7,16 @@
         vectors.npy      float32, L2-normalised
         faiss.index      IndexFlatIP over the vectors
         lexical/         BM25 (bm25s)
+        sentences.npy    float32, one row per sentence an extractive answer may quote (ingest/sentences.py)
+        sentences.json   chunk id -> [start, end) rows of sentences.npy, and the sentence texts
         course.json      the course's policy, schedule, assignments and demos, for the tutor
 
 A reader follows the symlink once and sees a complete build; a writer killed at any point leaves
 the symlink (and so the serving index) untouched. The previous build is kept one generation so a
 reader that opened it just before the swap can finish.
+
+Format 2 added the sentence files. A format-1 build still loads (its `sentences` is None and
+extractive answers embed sentences at question time); the next ingest adds them.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import numpy as np
 from ingest.errors import CourseNotFoundError, TutorError
 from ingest.lexical import LexicalIndex
 from ingest.model import Chunk
+from ingest.sentences import SentenceVectors
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 BUILDS = ".builds"
 
 
@@ -62,7 +69,8 @@ class IndexManifest:
 
 @dataclass
 class CourseIndex:
-    """A loaded build: chunks, their vectors, FAISS, BM25, the manifest and the course info."""
+    """A loaded build: chunks, their vectors, FAISS, BM25, the manifest, the course info and the
+    vectors of the sentences extractive answers quote (None in a build older than format 2)."""
 
     path: Path
     manifest: IndexManifest
@@ -71,6 +79,7 @@ class CourseIndex:
     faiss_index: Any
     lexical: LexicalIndex
     course: dict[str, Any]
+    sentences: SentenceVectors | None = None
 
     def __post_init__(self) -> None:
         self.row_of = {c.id: i for i, c in enumerate(self.chunks)}
@@ -81,9 +90,10 @@ class CourseIndex:
 
 
 def write_index(index_root: Path, manifest: IndexManifest, chunks: list[Chunk], vectors: np.ndarray,
-                course_info: dict[str, Any]) -> Path:
+                course_info: dict[str, Any], sentences: SentenceVectors) -> Path:
     """Write a complete build beside the live one, then point `<index_root>/<course>` at it."""
     assert len(chunks) == len(vectors), "one vector per chunk"
+    assert set(sentences.spans) == {c.id for c in chunks}, "sentence rows for every chunk, no other"
     builds = index_root / BUILDS
     builds.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}"
@@ -103,6 +113,7 @@ def write_index(index_root: Path, manifest: IndexManifest, chunks: list[Chunk], 
         flat.add(vectors)
     faiss.write_index(flat, str(partial / "faiss.index"))
     LexicalIndex.build([c.embed_text() for c in chunks]).save(partial / "lexical")
+    sentences.save(partial)
     _write_json(partial / "course.json", course_info)
     _write_json(partial / "manifest.json", manifest.to_dict())  # written last: its presence marks a whole build
     _fsync_tree(partial)
@@ -175,10 +186,10 @@ def load_index(index_root: Path, course: str) -> CourseIndex:
         )
     folder = link.resolve()
     manifest = IndexManifest.from_dict(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
-    if manifest.format_version != FORMAT_VERSION:
+    if manifest.format_version not in READABLE_FORMATS:
         raise TutorError(
-            f"index for '{course}' has format {manifest.format_version}, this version reads {FORMAT_VERSION}; "
-            "re-run `tutor ingest COURSE_DIR --rebuild`"
+            f"index for '{course}' has format {manifest.format_version}, this version reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}; re-run `tutor ingest COURSE_DIR --rebuild`"
         )
     chunks = read_chunks(folder)
     vectors = np.load(folder / "vectors.npy")
@@ -187,4 +198,5 @@ def load_index(index_root: Path, course: str) -> CourseIndex:
         faiss_index=faiss.read_index(str(folder / "faiss.index")),
         lexical=LexicalIndex.load(folder / "lexical", len(chunks)),
         course=json.loads((folder / "course.json").read_text(encoding="utf-8")),
+        sentences=SentenceVectors.load(folder),
     )

@@ -17,6 +17,7 @@ from fixture_files import make_markdown, make_pdf
 
 from ingest.errors import CourseNotFoundError
 from ingest.pipeline import IngestOptions, ingest_course
+from ingest.sentences import headed_sentences
 from ingest.store import load_index, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,13 +89,19 @@ def test_changing_one_file_embeds_only_that_file(course, tmp_path):
     report = ingest(course, data)
     assert report.changed == ["web/faq.html"] and report.added == [] and report.removed == []
     assert "book/optimization.md" in report.unchanged
-    changed_chunks = [c for c in load_index(data / "index", "small").chunks if c.locator.path == "web/faq.html"]
-    assert 1 <= embedder.texts_embedded - before <= len(changed_chunks)
-    assert report.embedded == embedder.texts_embedded - before
+    index = load_index(data / "index", "small")
+    changed_chunks = [c for c in index.chunks if c.locator.path == "web/faq.html"]
+    assert 1 <= report.embedded <= len(changed_chunks)
+    # The sentences answers may quote are embedded too, only those of the changed chunks that are new.
+    assert 1 <= report.sentences_embedded <= sum(len(headed_sentences(c.text, c.heading)) for c in changed_chunks)
+    assert report.embedded + report.sentences_embedded == embedder.texts_embedded - before
     assert any("Fridays" in c.text for c in changed_chunks)
+    quotable = " ".join(index.sentences.texts)
+    assert "Fridays" in quotable and "Thursdays" not in quotable
 
     again = ingest(course, data)
-    assert again.embedded == 0 and again.changed == [] and len(again.unchanged) == 8
+    assert again.embedded == 0 and again.sentences_embedded == 0 and again.changed == []
+    assert len(again.unchanged) == 8
 
 
 def test_deleting_a_file_removes_its_chunks(course, tmp_path):
@@ -106,6 +113,9 @@ def test_deleting_a_file_removes_its_chunks(course, tmp_path):
     index = load_index(data / "index", "small")
     assert not by_path(index, "slides/lecture2.pptx")
     assert len(index.chunks) == index.vectors.shape[0] == index.faiss_index.ntotal
+    assert set(index.sentences.spans) == {c.id for c in index.chunks}
+    assert len(index.sentences.texts) == len(index.sentences.vectors) and "Max pooling" not in " ".join(
+        index.sentences.texts)
 
 
 def test_bad_files_are_skipped_with_reasons_and_the_rest_is_indexed(course, tmp_path):
@@ -176,6 +186,7 @@ def stall(folder):
     time.sleep(120)
 store._fsync_tree = stall
 from ingest.pipeline import IngestOptions, ingest_course
+from ingest.sentences import headed_sentences
 ingest_course(sys.argv[1], IngestOptions(data_dir=sys.argv[2]))
 """
 

@@ -10,6 +10,10 @@ The LLM backend is chosen by name from the settings; if it is unreachable or rej
 before its first token, the answer falls back to `extractive` with a plain notice, so a student
 always gets an answer (the technical reason goes to the `tutor.llm` log). A prompt too long for the
 model's context is first tried once more with half the sources.
+
+Nothing heavy happens at question time: the question is embedded once, together with the questions
+other students ask in the same few milliseconds (`ingest/query_batch.py`), and that vector serves
+the retrieval and the extractive answer, whose sentences were embedded at ingest.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ingest.embed import Embedder
+from ingest.query_batch import QueryBatcher
 from ingest.store import CourseIndex, list_courses, load_index
 from tutor import policy
 from tutor.citations import Citation, CitationStream, resolve_citations
@@ -115,6 +122,7 @@ class Tutor:
         self.backend = backend
         self.fallback = fallback or create_backend("extractive")
         self.settings = settings
+        self.queries = QueryBatcher(embedder)
         self.retriever = Retriever(index, embedder, fusion=settings.fusion, reranker_model=settings.reranker_model)
         threshold = settings.min_relevance
         self.min_relevance = policy.OUT_OF_SCOPE_SIMILARITY if threshold < 0 else threshold
@@ -155,7 +163,7 @@ class Tutor:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         query = retrieval_query(question, history)
-        qvec = self.embedder.encode_query(query)
+        qvec = self.queries.encode_query(query)
         hits = self.retriever.search(query, k=self.settings.top_k, taught_until=taught_until, query_vector=qvec)
         top = max((h.dense for h in hits), default=None)
         graded = self.retriever.search(query, k=3, kinds=["assignment", "solution"], query_vector=qvec)
@@ -180,8 +188,11 @@ class Tutor:
             yield from self._homework(answer, homework, question, sources, timings, started)
             return
 
+        # The extractive answer compares sentences with the question alone: a follow-up's search vector
+        # (previous question included) is not the question's.
+        question_vector = qvec if query == expand_abbreviations(question) else None
         deltas, drawn = self._generate(answer, question, sources, history, mode,
-                                       homework.title if homework else "", timings, started)
+                                       homework.title if homework else "", timings, started, question_vector)
         text = ""
         renumber = CitationStream({s.n for s in drawn})  # only the sources the answer's prompt numbered
         for delta in deltas:
@@ -209,8 +220,8 @@ class Tutor:
         yield from self._finish(answer, answer.citations, timings, started, streamed=True)
 
     def _generate(self, answer: Answer, question: str, sources: list[Source], history: list[tuple[str, str]],
-                  mode: str, homework_title: str, timings: dict,
-                  started: float) -> tuple[Iterator[str], list[Source]]:
+                  mode: str, homework_title: str, timings: dict, started: float,
+                  question_vector: np.ndarray | None = None) -> tuple[Iterator[str], list[Source]]:
         """Start the answer on the course's model, or on the extractive fallback if the model fails first.
 
         Returns the answer's pieces, the first one already produced (every fallback is decided before a
@@ -218,7 +229,8 @@ class Tutor:
         a prompt too long for the model is tried once more with the first half of the sources.
         """
         extractive_opts = {"question": expand_abbreviations(question), "sources": sources,
-                           "embed": self.embedder.encode, "mode": mode}
+                           "embed": self.embedder.encode, "mode": mode, "question_vector": question_vector,
+                           "sentences": self.index.sentences}
         reads_sources = getattr(self.backend, "reads_sources", False)
         tries = [sources, sources[: len(sources) // 2]] if len(sources) > 1 else [sources]
         failure: Exception | None = None
@@ -286,7 +298,7 @@ class Tutor:
                 if re.search(rf"\b(?:problem|question|exercise)\s*{named.group(1)}\b", chunk.heading, re.I):
                     return chunk
         rows = [self.index.row_of[c.id] for c in chunks]
-        similarity = self.index.vectors[rows] @ self.embedder.encode_query(question)
+        similarity = self.index.vectors[rows] @ self.queries.encode_query(question)
         return chunks[int(similarity.argmax())]
 
     def _finish(self, answer: Answer, citations: list[Citation], timings: dict, started: float,

@@ -11,14 +11,12 @@ import re
 from dataclasses import dataclass, field
 
 from ingest.lexical import lexical_tokens
+from ingest.sentences import split_sentences
 from tutor.prompt import Source
 
 MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 # Code and math are left alone: `x[1]` in a code block is an index, not a citation.
 _PROTECTED = re.compile(r"```.*?(?:```|$)|`[^`\n]*`|\$\$.*?\$\$|\$[^$\n]+\$", re.S)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\\(\[])|\n+")
-# Markers written after the full stop ("... in training. [1]") belong to the sentence before them.
-_MARKERS_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
 
 
 @dataclass
@@ -34,11 +32,6 @@ class Citation:
     def to_dict(self) -> dict:
         return {"n": self.n, "chunk_id": self.chunk_id, "locator": self.locator, "url": self.url,
                 "quote": self.quote, "title": self.title}
-
-
-def split_sentences(text: str) -> list[str]:
-    text = _MARKERS_AFTER_STOP.sub(r"\2\1", text)
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
 def best_quote(passage: str, claim: str) -> str:

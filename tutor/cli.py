@@ -44,7 +44,7 @@ def ingest(
     if as_json:
         data = report.to_dict()
         keys = ("course", "added", "changed", "removed", "unchanged", "skipped", "chunks", "embedded",
-                "seconds", "notes", "index_path")
+                "sentences_embedded", "seconds", "notes", "index_path")
         typer.echo(json.dumps({k: data[k] for k in keys}))
     else:
         typer.echo(report.summary())

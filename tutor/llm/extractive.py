@@ -4,50 +4,26 @@ It is the default when no LLM is configured and the fallback when the configured
 student always gets an answer. It reads the sources and the question from `stream`'s options rather
 than from the messages (it has no model to read a prompt with):
 
-    backend.stream(messages, question="What is momentum?", sources=[Source...], embed=embedder.encode)
+    backend.stream(messages, question="What is momentum?", sources=[Source...], embed=embedder.encode,
+                   question_vector=qvec, sentences=index.sentences)
+
+The sentences it may quote (`ingest/sentences.py`) are embedded at ingest; `sentences` holds their
+vectors and `question_vector` the question's, so an answer normally embeds nothing. What is missing
+(an index built before sentences were stored, no question vector) is embedded with `embed`, in one call.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from ingest.lexical import lexical_tokens
-from tutor.citations import split_sentences
+from ingest.sentences import SentenceVectors, candidate_sentences, headed
 from tutor.llm import BackendConfig, LLMBackend, register_backend
 
 MAX_SENTENCES = 4
 PER_SOURCE = 2
-_BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s+")
-_WRAPPED = re.compile(r"(?<=[a-z,;])\n(?=[a-z(])")  # a line break inside a sentence (PDF text wraps)
-_EQUATION_LINE = re.compile(r"^\s*\$\$.*\$\$\s*$", re.S)
-_NOTES = re.compile(r"^Notes:\s*")
-_CODE_LINE = re.compile(
-    r"^\s*(?:import |from \w+ import|def |class |for .* in .*:|print\(|return |#|[\"'])|^\s*[\w.\[\]]+\s*[+\-*/]?=\s*\S"
-    r"|[;{}]\s*$|\)\s*,?\s*$")
-
-
-def candidate_sentences(text: str, heading: str = "") -> list[str]:
-    """Sentences and bullet points of a passage that could answer something: a displayed equation is
-    kept with its lead-in, while the heading itself, exercise questions and speaker-note prefixes go."""
-    out: list[str] = []
-    text = _WRAPPED.sub(" ", text.split("\nNotes:")[0])  # speaker notes help retrieval, read oddly as answers
-    for raw in split_sentences(text):
-        if _CODE_LINE.search(raw):
-            continue
-        sentence = _NOTES.sub("", _BULLET.sub("", raw)).strip()
-        if not sentence:
-            continue
-        if out and _EQUATION_LINE.match(sentence):  # a displayed equation completes the sentence before it
-            out[-1] = f"{out[-1]}\n\n{sentence}\n"
-            continue
-        out.append(sentence)
-    title = heading.split(" > ")[-1].strip().rstrip(":").lower()
-    return [s for s in out
-            if (len(s.split()) >= 6 or "$" in s) and not s.rstrip().endswith("?")
-            and s.strip().rstrip(":").lower() != title]
 
 
 def _similar(a: str, b: str) -> bool:
@@ -56,21 +32,27 @@ def _similar(a: str, b: str) -> bool:
 
 
 def pick_sentences(question: str, sources: list, embed: Callable[[list[str]], np.ndarray],
-                   limit: int = MAX_SENTENCES) -> list[tuple[int, str]]:
+                   limit: int = MAX_SENTENCES, question_vector: np.ndarray | None = None,
+                   sentences: SentenceVectors | None = None) -> list[tuple[int, str]]:
     """(source number, sentence) pairs that best answer `question`, de-duplicated, in reading order:
-    sources by rank, sentences as they stand in their passage."""
+    sources by rank, sentences as they stand in their passage.
+
+    Sentences are compared with the question as embedded with their heading (`ingest.sentences.headed`),
+    taken from `sentences` where it holds them; the rest, and the question if `question_vector` is
+    None, are embedded with `embed` in one call."""
     candidates: list[tuple[int, int, int, str]] = []
+    blocks: list[np.ndarray | list[str]] = []  # per source: its stored sentence vectors, or the texts to embed
     for rank, source in enumerate(sources):
         heading = source.chunk.heading
-        for position, sentence in enumerate(candidate_sentences(source.chunk.text, heading)):
-            candidates.append((source.n, rank, position, sentence))
+        found = candidate_sentences(source.chunk.text, heading)
+        candidates.extend((source.n, rank, position, sentence) for position, sentence in enumerate(found))
+        texts = [headed(sentence, heading) for sentence in found]
+        stored = sentences.vectors_of(source.chunk.id, texts) if sentences is not None else None
+        blocks.append(texts if stored is None else stored)
     if not candidates:
         return []
-    # A sentence is read with its slide or section title: "repeat: $$x_{t+1} = ...$$" alone says
-    # little, under "Gradient descent: the update rule" it answers the question.
-    headed = [f"{sources[rank].chunk.heading.split(' > ')[-1]}: {sentence}" for _, rank, _, sentence in candidates]
-    vectors = embed([question] + headed)
-    similarity = vectors[1:] @ vectors[0]
+    question_vector, vectors = _embed_missing(question, question_vector, blocks, embed)
+    similarity = vectors @ question_vector
     question_words = set(lexical_tokens(question))
     scored = []
     for (n, rank, position, sentence), sim in zip(candidates, similarity):
@@ -95,10 +77,26 @@ def pick_sentences(question: str, sources: list, embed: Callable[[list[str]], np
     return [(n, sentence) for _, n, _, _, sentence in chosen]
 
 
+def _embed_missing(question: str, question_vector: np.ndarray | None, blocks: list[np.ndarray | list[str]],
+                   embed: Callable[[list[str]], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The question's vector and the candidates' (stacked in order), embedding only what `blocks` lacks."""
+    texts = ([question] if question_vector is None else []) + [t for b in blocks if isinstance(b, list) for t in b]
+    fresh = embed(texts) if texts else None
+    at = 0
+    if question_vector is None:
+        question_vector, at = fresh[0], 1
+    rows = []
+    for block in blocks:
+        if isinstance(block, list):
+            block, at = fresh[at:at + len(block)], at + len(block)
+        rows.append(block)
+    return question_vector, np.concatenate(rows)
+
+
 class ExtractiveBackend(LLMBackend):
     name = "extractive"
     model = "extractive"
-    reads_sources = True  # the answer engine passes question, sources and embed as options
+    reads_sources = True  # the answer engine passes question, sources, embed and the vectors as options
 
     def stream(self, messages: list[dict], *, max_tokens: int = 512, temperature: float = 0.2,
                stop: list[str] | None = None, **opts) -> Iterator[str]:
@@ -109,7 +107,8 @@ class ExtractiveBackend(LLMBackend):
         if not sources or embed is None:
             yield "I could not find anything in the course material about this."
             return
-        picked = pick_sentences(question, sources, embed)
+        picked = pick_sentences(question, sources, embed, question_vector=opts.get("question_vector"),
+                                sentences=opts.get("sentences"))
         if not picked:
             yield "The course material I found does not answer this directly; see the sources below."
             return
