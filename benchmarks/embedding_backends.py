@@ -1,6 +1,6 @@
 """Embedding backends compared: full-ingest speed and retrieval quality of torch, onnx and onnx-int8.
 
-    .venv/bin/python benchmarks/embedding_backends.py [--backends torch onnx onnx-int8] [--rounds 2]
+    .venv/bin/python benchmarks/embedding_backends.py [--backends torch onnx onnx-int8] [--rounds 3]
                                                       [--course DIR] [--dataset FILE ...] [--json FILE]
 
 For each backend, a full ingest of the course (default corpus/dl-intro, decks built first) into a
@@ -127,7 +127,7 @@ def recommend(speeds: dict[str, dict], table: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=list(EMBEDDING_BACKENDS), choices=EMBEDDING_BACKENDS)
-    parser.add_argument("--rounds", type=int, default=2, help="full ingests per backend; the best one counts")
+    parser.add_argument("--rounds", type=int, default=3, help="full ingests per backend; the best one counts")
     parser.add_argument("--course", type=Path, default=ROOT / "corpus" / "dl-intro")
     parser.add_argument("--dataset", type=Path, nargs="+",
                         default=sorted((ROOT / "eval" / "datasets").glob("*.jsonl")))
