@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Full ingest of {args.course.name} ({next(iter(speeds.values()))['chunks']} chunks), best of "
           f"{args.rounds}, {args.threads or 'default'} threads on {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"{'backend':<10} {'chunks/s':>9} {'x torch':>8} {'best s':>7} {'prepare s':>10} {'cos min':>8} {'cos mean':>9}")
+    print(f"{'backend':<10} {'chunks/s':>9} {'x torch':>8} {'best s':>7} {'prepare s':>10} "
+          f"{'cos min':>8} {'cos mean':>9}")
     for name, r in speeds.items():
         cos = agreement.get(name, {"min": float("nan"), "mean": float("nan")})
         print(f"{name:<10} {r['chunks_per_s']:>9.1f} {r['chunks_per_s'] / base:>8.2f} {r['best_s']:>7.1f} "

@@ -227,7 +227,8 @@ def compare_flat_and_hnsw(rows: int, dimension: int, ef_values: list[int], queri
 
     print(f"  filtered (stored efSearch={stored_ef}; 200 queries): as tutor/retrieve.py calls FAISS, "
           "and through search_index")
-    print(f"  {'allowed':>9} {'flat p50':>9} {'retrieve.py recall':>19} {'p50':>6} {'search_index recall':>20} {'p50':>6}")
+    print(f"  {'allowed':>9} {'flat p50':>9} {'retrieve.py recall':>19} {'p50':>6} "
+          f"{'search_index recall':>20} {'p50':>6}")
     subset = held_out[:200]
     for share in (0.5, 0.1, 0.01):
         allowed = np.random.default_rng(1).random(rows) < share

@@ -67,7 +67,8 @@ def model_layout(model_dir: Path) -> dict:
         )
     pooling = json.loads((model_dir / modules[1]["path"] / "config.json").read_text())
     modes = [mode for key, mode in _POOLING_MODES.items() if pooling.get(key)]
-    if len(modes) != 1 or any(v for k, v in pooling.items() if k.startswith("pooling_mode_") and k not in _POOLING_MODES):
+    unsupported = [k for k, v in pooling.items() if v and k.startswith("pooling_mode_") and k not in _POOLING_MODES]
+    if len(modes) != 1 or unsupported:
         raise ConfigError(f"the onnx embedding backends support one of mean, cls or max pooling; {model_dir} "
                           f"asks for {pooling}; set embedding_backend = \"torch\" for this model")
     bert_config = model_dir / "sentence_bert_config.json"
