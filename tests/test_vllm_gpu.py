@@ -28,21 +28,30 @@ from tutor.llm import BackendConfig, create_backend
 pytestmark = pytest.mark.gpu
 
 
+def checked_request(base: Path, adapters: dict, name: str, max_rank: int, gpu_share: float, max_len: int,
+                    tmp_path: Path) -> ServeRequest:
+    """The adapters pass vLLM's rules here, then one eager vLLM server for the base and all of them."""
+    for adapter in adapters.values():
+        assert check_adapter_for_vllm(adapter, base, max_lora_rank=max_rank) == []
+    return ServeRequest(engine="vllm", base=str(base), adapters={n: str(p) for n, p in adapters.items()},
+                        port=find_free_port(), served_model_name=name, gpu_memory_utilization=gpu_share,
+                        work_dir=tmp_path / "serve", startup_timeout_s=600,
+                        extra_args=["--max-model-len", str(max_len), "--enforce-eager"])
+
+
+def served_names(served) -> set[str]:
+    with urllib.request.urlopen(served.base_url + "/models", timeout=10) as response:
+        return {entry["id"] for entry in json.load(response)["data"]}
+
+
 def test_vllm_serves_two_course_adapters(tmp_path):
     base = build_vllm_tiny_model(tmp_path / "base")
     adapters = {name: build_tiny_lora_adapter(base, tmp_path / name, seed, **VLLM_LORA)
                 for name, seed in (("dl-intro", 1), ("ml-101", 2))}
-    for adapter in adapters.values():
-        assert check_adapter_for_vllm(adapter, base, max_lora_rank=8) == []
-    request = ServeRequest(engine="vllm", base=str(base), adapters={n: str(p) for n, p in adapters.items()},
-                           port=find_free_port(), served_model_name="tiny-base", gpu_memory_utilization=0.3,
-                           work_dir=tmp_path / "serve", startup_timeout_s=600,
-                           extra_args=["--max-model-len", "512", "--enforce-eager"])
+    request = checked_request(base, adapters, "tiny-base", 8, 0.3, 512, tmp_path)
     with serve_model(request) as served:
         assert served.model == "dl-intro"
-        with urllib.request.urlopen(served.base_url + "/models", timeout=10) as response:
-            listed = {entry["id"] for entry in json.load(response)["data"]}
-        assert listed >= {"tiny-base", "dl-intro", "ml-101"}
+        assert served_names(served) >= {"tiny-base", "dl-intro", "ml-101"}
         question = [{"role": "user", "content": "What does the optimizer do?"}]
         replies = {}
         for name in ("tiny-base", "dl-intro", "ml-101"):
@@ -77,16 +86,9 @@ def test_vllm_serves_smollm2_with_two_trained_course_adapters(tmp_path):
                                       learning_rate=1e-3, epochs=4, batch_size=2, seed=2)}
     adapters = {name: train_lora(base, examples, tmp_path / name, recipe).adapter_dir
                 for name, recipe in recipes.items()}
-    for adapter in adapters.values():
-        assert check_adapter_for_vllm(adapter, base, max_lora_rank=16) == []
-    request = ServeRequest(engine="vllm", base=str(base), adapters={n: str(p) for n, p in adapters.items()},
-                           port=find_free_port(), served_model_name="smollm2", gpu_memory_utilization=0.2,
-                           work_dir=tmp_path / "serve", startup_timeout_s=600,
-                           extra_args=["--max-model-len", "8192", "--enforce-eager"])
+    request = checked_request(base, adapters, "smollm2", 16, 0.2, 8192, tmp_path)
     with serve_model(request) as served:
-        with urllib.request.urlopen(served.base_url + "/models", timeout=10) as response:
-            listed = {entry["id"] for entry in json.load(response)["data"]}
-        assert listed >= {"smollm2", "dl-intro", "ml-101"}
+        assert served_names(served) >= {"smollm2", "dl-intro", "ml-101"}
         settings = load_settings(data_dir=data_dir, max_answer_tokens=64)
         replies, answers = {}, {}
         for name in ("smollm2", "dl-intro", "ml-101"):

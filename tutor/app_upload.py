@@ -231,13 +231,14 @@ def _stage(upload: StagedUpload, rel: str, source, shown: str) -> None:
 def _validate(path: Path, rel: str) -> None:
     """The file's content must be what its name says, and its loader must be able to read it."""
     suffix = path.suffix.lower()
-    head = path.read_bytes()[:2048] if path.stat().st_size else b""
+    with open(path, "rb") as handle:
+        head = handle.read(2048)  # enough to tell the type; a 100 MB PDF is not read twice here
     if not head:
         raise UploadRejected(f"{rel} is empty (0 bytes); upload the file with its content")
     looks = _looks_like(head)
     if suffix == ".pdf" and not head.lstrip().startswith(b"%PDF-"):
         raise UploadRejected(f"{rel} is not a PDF (its content looks like {looks}); upload the real PDF")
-    if suffix == ".pptx" and not (zipfile.is_zipfile(path) and "[Content_Types].xml" in zipfile.ZipFile(path).namelist()):
+    if suffix == ".pptx" and not _is_office_zip(path):
         raise UploadRejected(f"{rel} is not a PowerPoint .pptx file (its content looks like {looks})")
     if suffix in _TEXT_TYPES and (b"\x00" in head or looks in ("a PDF", "a zip archive")):
         raise UploadRejected(f"{rel} should be text but its content looks like {looks}; check the file")
@@ -247,6 +248,13 @@ def _validate(path: Path, rel: str) -> None:
         raise UploadRejected(f"{rel} cannot be read: {exc}") from None
     except Exception as exc:  # a loader's library failing on a damaged file is a bad file, not a crash
         raise UploadRejected(f"{rel} cannot be read ({type(exc).__name__}: {exc}); check the file") from None
+
+
+def _is_office_zip(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "[Content_Types].xml" in archive.namelist()
 
 
 def _looks_like(head: bytes) -> str:
