@@ -69,7 +69,7 @@ import httpx  # noqa: E402
 
 from eval.dataset import load_dataset  # noqa: E402
 from ingest.store import list_courses  # noqa: E402
-from tutor.app_chat import PLACEHOLDER, RESET_NOTE  # noqa: E402
+from tutor.app.chat import PLACEHOLDER, RESET_NOTE  # noqa: E402
 
 NOT_ASKED = ("out_of_scope", "homework")          # declined, or hints only: not the answer path
 LEAD_INS = ("{}", "Quick question: {}", "I missed the lecture. {}", "Sorry if this is basic: {}")

@@ -234,7 +234,7 @@ def test_unreachable_llm_falls_back_with_a_notice(served):
     from tutor.answer import MODEL_DOWN_NOTICE
 
     assert "> ⚠️ " + MODEL_DOWN_NOTICE in answer and "127.0.0.1" not in answer   # no address for students
-    from tutor.app_instructor import model_status_markdown
+    from tutor.app.instructor import model_status_markdown
     from tutor.llm import llm_status
 
     status = model_status_markdown(llm_status())                 # the instructor sees where and why
@@ -355,7 +355,7 @@ def test_wrong_passwords_lock_the_client_out_for_a_while_without_tracebacks(serv
 
 
 def test_sign_in_guard_backs_off_per_client_and_globally():
-    from tutor.app_instructor import SignInGuard
+    from tutor.app.instructor import SignInGuard
 
     now = [0.0]
     guard = SignInGuard(free_tries=2, max_lock_s=8, global_limit=10, window_s=60, global_lock_s=30,
@@ -531,7 +531,7 @@ def test_export_selected_chats_as_eval_cases(served):
 def test_starter_questions_follow_the_schedule():
     import datetime as dt
 
-    from tutor.app_chat import starter_questions
+    from tutor.app.chat import starter_questions
 
     course = {"schedule": [
         {"date": "2026-01-12", "lecture": 1, "topic": "Gradient descent and momentum"},
@@ -548,7 +548,7 @@ def test_starter_questions_follow_the_schedule():
 
 
 def test_staged_upload_sanitises_names_and_undoes_itself(tmp_path):
-    from tutor.app_upload import UploadRejected, stage_upload
+    from tutor.app.upload import UploadRejected, stage_upload
 
     root = tmp_path / "course"
     (root / "book").mkdir(parents=True)

@@ -74,7 +74,7 @@ def test_the_local_backend_answers_with_the_prepared_model_by_name(prepared):
 
 
 def test_the_chat_banner_says_the_packaged_model_only_demonstrates_the_loop():
-    from tutor.app_render import banner_markdown
+    from tutor.app.render import banner_markdown
     from tutor.models import is_demo_model
 
     assert is_demo_model("smollm2") and is_demo_model("smollm2-135m-instruct")

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from ingest.pipeline import IngestOptions, ingest_course
 from ingest.store import load_index
-from tutor.app_upload import UploadRejected, recover_uploads, stage_upload
+from tutor.app.upload import UploadRejected, recover_uploads, stage_upload
 
 ROOT = Path(__file__).resolve().parents[1]
 CAP = 1_000_000
@@ -119,7 +119,7 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from ingest.pipeline import IngestOptions, ingest_course
-    from tutor.app_upload import stage_upload
+    from tutor.app.upload import stage_upload
 
     root, data, new, revised = (Path(a) for a in sys.argv[1:5])
     upload = stage_upload([new, revised], root, "book", 1_000_000, data)

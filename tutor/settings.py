@@ -37,6 +37,26 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(200, ge=32, le=512, description="Largest chunk, in embedder tokens.")
     chunk_overlap: int = Field(32, ge=0, le=128, description="Tokens shared by consecutive chunks of a long section.")
     max_file_mb: float = Field(100.0, gt=0, description="Files larger than this are skipped at ingest.")
+    ocr: bool = Field(
+        False, description="Read PDFs that have almost no text layer with Tesseract OCR (Debian's tesseract-ocr); "
+        "off, such a PDF uses a same-named Markdown/HTML source beside it or is skipped with \"needs OCR\"."
+    )
+    code_framework: str = Field(
+        "pytorch", description="Which framework's code to keep from multi-framework code tabs in book chapters "
+        "(pytorch | tensorflow | jax | mxnet)."
+    )
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="How the embedding model runs: torch, onnx (about 1.8x faster on CPU) or onnx-int8 "
+        "(about 2.5x faster, slightly lower recall). Changing it re-embeds the course at the next ingest."
+    )
+    hnsw_threshold: int = Field(
+        200_000, ge=0, description="Courses with more chunks than this get an approximate (HNSW) vector index "
+        "instead of an exact one; 0 always uses HNSW."
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy URL of the chat-log database (e.g. postgresql+psycopg://user@host/tutor); "
+        "empty means a SQLite file in the data folder."
+    )
 
     llm_backend: str = Field(
         "auto", description="extractive | openai | local | auto (openai if a base URL is set, local if a "

@@ -1,4 +1,4 @@
-"""What every `tutor` command shares: the option types and the error boundary.
+"""What every `tutor` command shares: the option types, the error boundary, command-group discovery.
 
 Project errors (`TutorError`) become `error: <message>` on stderr and exit status 2; anything else
 is a bug and shows its traceback.
@@ -7,6 +7,7 @@ is a bug and shows its traceback.
 from __future__ import annotations
 
 import functools
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,3 +34,15 @@ def friendly_errors(fn):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+COMMAND_GROUP = "course_tutor.commands"
+
+
+def register_command_groups(app: typer.Typer) -> list[str]:
+    """Let each installed package add its commands: every `course_tutor.commands` entry point names a
+    `register(app)` function (as pytest and llm find their plugins). Returns the entry points' names."""
+    found = sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name)
+    for entry in found:
+        entry.load()(app)
+    return [entry.name for entry in found]

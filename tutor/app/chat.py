@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from tutor.app_render import answer_markdown, banner_markdown, sources_html
+from tutor.app.render import answer_markdown, banner_markdown, sources_html
 from tutor.chatlog import ChatLog, ChatLogError
 from tutor.errors import TutorError
 

@@ -7,9 +7,9 @@ Per-session state only: each browser tab (or API client) has its own conversatio
 nothing module-level holds a chat. What is shared is read-only or thread-safe: the tutors (one per
 course, reloaded when an ingest swaps in a new index), the chat log (SQLite), the settings.
 
-The parts live beside this module: `app_chat` (the student's handlers), `app_render` (chips, source
-panel, demo links), `app_files` (the original files behind citations), `app_instructor` (the
-password-gated tab), `app_upload` (safe uploads), `chatlog` (questions, answers, feedback).
+The parts live beside this module in `tutor/app/`: `chat` (the student's handlers), `render` (chips,
+source panel, demo links), `files` (the original files behind citations), `instructor` (the
+password-gated tab), `upload` (safe uploads); `tutor/chatlog.py` keeps questions, answers, feedback.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ import gradio as gr  # noqa: E402
 
 from ingest.store import list_courses  # noqa: E402
 from tutor.answer import Tutor  # noqa: E402
-from tutor.app_chat import MAX_QUESTION_CHARS, STARTERS, StudentChat, new_session  # noqa: E402
-from tutor.app_files import mount_course_files  # noqa: E402
-from tutor.app_instructor import (  # noqa: E402
+from tutor.app.chat import MAX_QUESTION_CHARS, STARTERS, StudentChat, new_session  # noqa: E402
+from tutor.app.files import mount_course_files  # noqa: E402
+from tutor.app.instructor import (  # noqa: E402
     INSTRUCTOR_COOKIE,
     InstructorTokens,
     SignInGuard,
     build_instructor_tab,
     recover_interrupted_uploads,
 )
-from tutor.app_render import CSS, LATEX_DELIMITERS, SOURCES_JS, banner_markdown, sources_html  # noqa: E402
+from tutor.app.render import CSS, LATEX_DELIMITERS, SOURCES_JS, banner_markdown, sources_html  # noqa: E402
 from tutor.chatlog import FEEDBACK_CATEGORIES, ChatLog  # noqa: E402
 from tutor.errors import CourseNotFoundError  # noqa: E402
 from tutor.settings import Settings  # noqa: E402

@@ -1,22 +1,21 @@
-"""`tutor`: the command line, and the one place that composes every package.
+"""`tutor`: the student and instructor commands, and the groups other packages add.
 
-Imports are lazy (inside each command) so `tutor --help` is instant. The student and instructor
-commands are here; `tutor eval` lives in `cli_eval.py`, finetune/serve/bench in `cli_model.py`,
-the shared options and the error boundary in `cli_options.py`.
+Imports are lazy (inside each command) so `tutor --help` is instant. The commands of `eval`
+(`tutor eval ...`) and `serving` (`tutor finetune|serve|bench`) are not imported from here: each
+package registers them through the `course_tutor.commands` entry point group (pyproject.toml), found
+by `register_command_groups`, so `tutor` never imports the layers above it. The shared options and
+the error boundary are in `options.py`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from tutor.cli_eval import eval_app
-from tutor.cli_model import model_app, prepare_app
-from tutor.cli_options import AsJson, Backend, Course, DataDir, friendly_errors
+from tutor.cli.options import AsJson, Backend, Course, DataDir, friendly_errors, register_command_groups
 
 app = typer.Typer(
     name="tutor", no_args_is_help=True, add_completion=False,
@@ -34,7 +33,7 @@ def ingest(
 ) -> None:
     """Index a course folder; re-running only pays for the files that changed."""
     from ingest.pipeline import ingest_course
-    from tutor.app_upload import recover_uploads
+    from tutor.app.upload import recover_uploads
     from tutor.settings import load_settings
 
     settings = load_settings(data_dir=data_dir)
@@ -156,14 +155,28 @@ def report(
             typer.echo(f"  [{value}] {row['question']}")
 
 
-app.registered_commands.extend(model_app.registered_commands)
+prepare_app = typer.Typer(help="Models that ship inside Python packages: prepare them once for every command.")
+
+
+@prepare_app.command("prepare")
+@friendly_errors
+def prepare(
+    name: Annotated[str, typer.Argument(help="A packaged model: smollm2 (SmolLM2-135M-Instruct, Apache-2.0).")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Convert a packaged model once into <data dir>/models/ (safetensors, tokenizer, lineage.json)."""
+    from tutor.models import prepare_model
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    prepared = prepare_model(name, settings.data_dir, (lambda _: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps({"name": prepared.name, "path": prepared.path, "sha256": prepared.sha256}))
+        return
+    typer.echo(f"use it: tutor ask --backend local ... with TUTOR_LLM_MODEL_PATH={name}, "
+               f"or tutor finetune --base {name}")
+
+
 app.add_typer(prepare_app, name="model")
-app.add_typer(eval_app, name="eval")
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+register_command_groups(app)

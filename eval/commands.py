@@ -1,4 +1,8 @@
-"""`tutor eval`: score answers, compare runs, gate regressions, build question sets."""
+"""`tutor eval`: score answers, compare runs, gate regressions, build question sets.
+
+`tutor` finds this group through the `course_tutor.commands` entry point (pyproject.toml), so nothing
+under `tutor/` imports `eval`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tutor.cli_options import AsJson, Backend, Course, DataDir, friendly_errors
+from tutor.cli.options import AsJson, Backend, Course, DataDir, friendly_errors
 
 class _EvalGroup(typer.core.TyperGroup):
     """`tutor eval DATASET ...` is short for `tutor eval run DATASET ...`."""
@@ -167,3 +171,8 @@ def eval_from_feedback(
     needs = sum(1 for c in new if c.extra.get("needs"))
     typer.echo(f"{len(cases) - len(existing)} new cases ({needs} need a reference or sources filled in); "
                f"{len(cases)} in {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `tutor eval` (the `course_tutor.commands` entry point)."""
+    app.add_typer(eval_app, name="eval")

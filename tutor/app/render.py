@@ -12,7 +12,7 @@ import html
 import re
 from urllib.parse import urlparse
 
-from tutor.app_files import course_file_url
+from tutor.app.files import course_file_url
 
 # Chatbot's default renders only $$...$$; inline $...$ and the \( \) / \[ \] pair must be named.
 LATEX_DELIMITERS = [

@@ -25,7 +25,7 @@ import gradio as gr
 
 from ingest.course import load_course
 from ingest.pipeline import IngestReport, ingest_course
-from tutor.app_upload import StagedUpload, UploadRejected, accepted_extensions, recover_uploads, stage_upload
+from tutor.app.upload import StagedUpload, UploadRejected, accepted_extensions, recover_uploads, stage_upload
 from tutor.chatlog import ChatLog
 from tutor.llm import llm_status
 from tutor.settings import Settings
@@ -217,7 +217,7 @@ def update_material(settings: Settings, tutors, course: str, files: list[Path], 
                     progress=None, accept_source=None) -> str:
     """Stage and check the uploaded files, apply them, re-index the course, and report (Markdown).
 
-    The upload is a transaction (`app_upload`): a bad file rejects it before the course folder is
+    The upload is a transaction (`upload.py`): a bad file rejects it before the course folder is
     touched, a failed ingest rolls it back, and a crash is undone by `recover_uploads` at the next
     start. The previous index keeps serving until the new one is swapped in."""
     tutor = tutors.get(course)

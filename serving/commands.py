@@ -1,4 +1,8 @@
-"""The model side of `tutor`: finetune, serve, bench (the `serving` package, imported lazily)."""
+"""`tutor finetune`, `tutor serve`, `tutor bench`: the serving package's commands.
+
+`tutor` finds them through the `course_tutor.commands` entry point (pyproject.toml), so nothing under
+`tutor/` imports `serving`. The heavy imports stay inside each command, so `tutor --help` is instant.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tutor.cli_options import AsJson, Course, DataDir, friendly_errors
+from tutor.cli.options import AsJson, Course, DataDir, friendly_errors
 
 model_app = typer.Typer()
 
@@ -164,24 +168,6 @@ def bench(
     typer.echo(f"saved {json_path} and {png_path}")
 
 
-prepare_app = typer.Typer(help="Models that ship inside Python packages: prepare them once for every command.")
-
-
-@prepare_app.command("prepare")
-@friendly_errors
-def prepare(
-    name: Annotated[str, typer.Argument(help="A packaged model: smollm2 (SmolLM2-135M-Instruct, Apache-2.0).")],
-    data_dir: DataDir = None,
-    as_json: AsJson = False,
-) -> None:
-    """Convert a packaged model once into <data dir>/models/ (safetensors, tokenizer, lineage.json)."""
-    from tutor.models import prepare_model
-    from tutor.settings import load_settings
-
-    settings = load_settings(data_dir=data_dir)
-    prepared = prepare_model(name, settings.data_dir, (lambda _: None) if as_json else typer.echo)
-    if as_json:
-        typer.echo(json.dumps({"name": prepared.name, "path": prepared.path, "sha256": prepared.sha256}))
-        return
-    typer.echo(f"use it: tutor ask --backend local ... with TUTOR_LLM_MODEL_PATH={name}, "
-               f"or tutor finetune --base {name}")
+def register(app: typer.Typer) -> None:
+    """Add finetune, serve and bench to `tutor` (the `course_tutor.commands` entry point)."""
+    app.registered_commands.extend(model_app.registered_commands)

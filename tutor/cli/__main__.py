@@ -1,0 +1,5 @@
+import sys
+
+from tutor.cli.main import app
+
+sys.exit(app())
