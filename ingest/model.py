@@ -97,15 +97,37 @@ class Document:
     demo: Demo | None = None
 
 
+CODE_FRAMEWORKS = ("pytorch", "tensorflow", "jax", "mxnet")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How loaders read files, for choices that belong to the course rather than to the file."""
+
+    ocr: bool = False
+    """Read PDF pages that have (almost) no text layer with Tesseract OCR; off, such a PDF needs a
+    same-named Markdown/HTML source beside it or is skipped with "needs OCR"."""
+    code_framework: str = "pytorch"
+    """The one framework kept from multi-framework code tabs (d2l `#@tab`, `:begin_tab:`, `.. tab::`)."""
+
+    def __post_init__(self) -> None:
+        if self.code_framework not in CODE_FRAMEWORKS:
+            raise ValueError(
+                f"code_framework '{self.code_framework}' is not one of: {', '.join(CODE_FRAMEWORKS)}"
+            )
+
+
 @dataclass(frozen=True)
 class SourceFile:
-    """A file handed to a loader: its absolute path, its path inside the course, its kind, and the
-    course's demo link base (a URL prefix that a notebook's relative path is appended to)."""
+    """A file handed to a loader: its absolute path, its path inside the course, its kind, the
+    course's demo link base (a URL prefix that a notebook's relative path is appended to), and the
+    course's `LoadOptions`."""
 
     path: Path
     rel: str
     kind: str
     demo_base: str = ""
+    options: LoadOptions = field(default_factory=LoadOptions)
 
 
 @dataclass

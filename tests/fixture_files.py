@@ -178,3 +178,35 @@ def make_srt(path: Path | str, cues: list[tuple[float, float, str]]) -> Path:
     path = _ready(path)
     path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
     return path
+
+
+def make_sbv(path: Path | str, cues: list[tuple[float, float, str]]) -> Path:
+    """A YouTube SubViewer transcript from `(start_s, end_s, text)` cues (`0:00:01.500,0:00:04.000`)."""
+
+    def clock(seconds: float) -> str:
+        millis = round(seconds * 1000)
+        hours, millis = divmod(millis, 3_600_000)
+        minutes, millis = divmod(millis, 60_000)
+        return f"{hours}:{minutes:02d}:{millis // 1000:02d}.{millis % 1000:03d}"
+
+    blocks = [f"{clock(start)},{clock(end)}\n{text}" for start, end, text in cues]
+    path = _ready(path)
+    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return path
+
+
+def make_scanned_pdf(path: Path | str, pages: list[str]) -> Path:
+    """A PDF whose pages are pictures of `pages`' text (large black type on white), with no text
+    layer: what a scanner produces. Needs Pillow with FreeType for the scalable default font."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=48)
+    pdf = FPDF(unit="pt", format=(1200, 400))
+    for text in pages:
+        picture = Image.new("RGB", (1200, 400), "white")
+        ImageDraw.Draw(picture).multiline_text((40, 40), text, fill="black", font=font, spacing=20)
+        pdf.add_page()
+        pdf.image(picture, x=0, y=0, w=1200, h=400)
+    path = _ready(path)
+    path.write_bytes(bytes(pdf.output()))
+    return path

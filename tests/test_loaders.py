@@ -41,7 +41,7 @@ def expect_error(root: Path, path: Path, *fragments: str) -> str:
 
 def test_every_format_is_registered():
     assert supported_extensions() == sorted(
-        [".pdf", ".pptx", ".md", ".markdown", ".html", ".htm", ".txt", ".ipynb", ".vtt", ".srt"]
+        [".pdf", ".pptx", ".md", ".markdown", ".html", ".htm", ".txt", ".ipynb", ".vtt", ".srt", ".sbv"]
     )
 
 

@@ -9,7 +9,11 @@ Built-in loaders register through `register_loader` exactly as an addition would
 
 Every loader follows the same small contract, helped by `read_bytes`, `read_text` and `tidy_text`
 below: a zero-byte or blank file is an error, text files must be UTF-8 (a BOM is fine), section
-text has its blank-line runs collapsed and is stripped, and a section left with no text is dropped.
+text is cleaned (`ingest.loaders.clean`: NFKC, equation-editor residue), has its blank-line runs
+collapsed and is stripped, and a section left with no text is dropped.
+
+A loader that needs a course-wide choice reads it from `source.options` (`LoadOptions`: OCR on or
+off, the code framework kept from multi-framework tabs).
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ import re
 from collections.abc import Callable
 
 from ingest.errors import LoaderError
+from ingest.loaders.clean import clean_text
 from ingest.model import Document, SourceFile
 
 Loader = Callable[[SourceFile], Document]
+
+# Raised when the loaders read the same bytes into different text (new clean-up rules): the manifest
+# records it, so the next ingest reads every file again instead of keeping the old text.
+LOADERS_VERSION = 2
 
 _LOADERS: dict[str, Loader] = {}
 _BUILTIN_MODULES = ("pdf", "pptx", "markdown", "html", "text", "notebook", "subtitles")
@@ -52,8 +61,9 @@ def read_text(source: SourceFile) -> str:
 
 
 def tidy_text(text: str) -> str:
-    """Trailing spaces removed from each line, runs of blank lines collapsed to one, ends stripped."""
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    """Cleaned (`clean_text`), trailing spaces removed from each line, runs of blank lines collapsed
+    to one, ends stripped."""
+    lines = [line.rstrip() for line in clean_text(text.replace("\r\n", "\n")).split("\n")]
     return _BLANK_RUN.sub("\n\n", "\n".join(lines)).strip()
 
 

@@ -3,7 +3,10 @@
 A heading's anchor is its `id` when it has one (that is where `page.html#id` really lands), else a
 GitHub-style slug. Scripts, styles, navigation and comments are dropped. Inline markup is flattened
 so a paragraph reads as one line, block elements end lines, and `<pre>` keeps its layout, so code
-and LaTeX source survive as written.
+and LaTeX source survive as written. A Jekyll page's front matter and Liquid tags are removed first.
+
+A remark or reveal.js slide deck is read one section per slide instead, with its presenter notes
+(`ingest.loaders.html_slides`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from bs4 import BeautifulSoup, NavigableString
 
 from ingest.errors import LoaderError
 from ingest.loaders import read_text, register_loader, tidy_text
-from ingest.loaders.markdown import HeadingSlugger
+from ingest.loaders.clean import clean_text
+from ingest.loaders.html_slides import Slide, find_slides
+from ingest.loaders.markdown import HeadingSlugger, split_front_matter
+from ingest.loaders.markup import strip_liquid
 from ingest.model import Document, Locator, Section, SourceFile
 
 _DROPPED = ("script", "style", "nav", "noscript", "template", "svg")
@@ -31,8 +37,12 @@ _LINE_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
 @register_loader(".html", ".htm")
 def load_html(source: SourceFile) -> Document:
-    page = read_text(source).replace(_HEADING_MARK, "").replace(_PRE_MARK, "")
-    soup = BeautifulSoup(page, "html.parser")
+    page = clean_text(read_text(source))  # also removes the control characters used as marks below
+    front_matter_title, page = split_front_matter(page)
+    soup = BeautifulSoup(strip_liquid(page), "html.parser")
+    slides = find_slides(soup, source.options.code_framework)
+    if slides is not None:
+        return _slide_deck(source, soup, slides, front_matter_title)
     for tag in soup.find_all(_DROPPED):
         tag.decompose()
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -47,7 +57,7 @@ def load_html(source: SourceFile) -> Document:
     text = _PRE_SPLIT.sub(lambda match: preformatted[int(match.group(1))], text)
     pieces = _HEADING_SPLIT.split(text)
     first_h1 = next((heading for level, heading, _ in headings if level == 1), "")
-    title = page_title or first_h1 or source.path.stem
+    title = front_matter_title or page_title or first_h1 or source.path.stem
 
     def locator(section: str, anchor: str | None) -> Locator:
         url = f"{source.rel}#{anchor}" if anchor else source.rel
@@ -70,6 +80,21 @@ def load_html(source: SourceFile) -> Document:
     if not sections:
         raise LoaderError("HTML page has no visible text outside scripts, styles and navigation; nothing to index")
     return Document(title=title, sections=sections)
+
+
+def _slide_deck(source: SourceFile, soup: BeautifulSoup, slides: list[Slide], front_matter_title: str) -> Document:
+    page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    title = front_matter_title or next((slide.title for slide in slides if slide.title), "") or page_title \
+        or source.path.stem
+    if not slides:
+        raise LoaderError("HTML slide deck has no slide with text; nothing to index")
+    return Document(title=title, sections=[
+        Section(slide.text, Locator(
+            path=source.rel, kind=source.kind, title=title, slide=slide.number, section=slide.title or None,
+            url=f"{source.rel}#{slide.fragment}",
+        ))
+        for slide in slides
+    ])
 
 
 def _replace_pre_with_marks(soup: BeautifulSoup) -> list[str]:

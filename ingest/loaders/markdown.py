@@ -4,9 +4,12 @@ markdown-it finds the real headings (not a `#` comment inside a code block, and 
 `===` headings too); the text under each heading is then cut from the source lines, so code blocks
 and LaTeX (`$...$`, `$$...$$`) reach the index exactly as written. Text before the first heading
 is a section of its own, named after the document. YAML front matter is skipped, and its `title:`
-names the document.
+names the document. What published sites and books add to Markdown (Liquid tags, kramdown MathJax,
+inline SVG, HTML figures, book directives, multi-framework code tabs) is cleaned first
+(`ingest.loaders.markup`).
 
-`HeadingSlugger` and `find_headings` are shared with the HTML and notebook loaders.
+`HeadingSlugger`, `find_headings` and `split_front_matter` are shared with the HTML and notebook
+loaders.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from markdown_it import MarkdownIt
 
 from ingest.errors import LoaderError
 from ingest.loaders import read_text, register_loader, tidy_text
+from ingest.loaders.markup import clean_markdown
 from ingest.model import Document, Locator, Section, SourceFile
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
@@ -70,7 +74,8 @@ def find_headings(markdown: str) -> list[Heading]:
 @register_loader(".md", ".markdown")
 def load_markdown(source: SourceFile) -> Document:
     text = read_text(source)
-    front_matter_title, text = _split_front_matter(text)
+    front_matter_title, text = split_front_matter(text)
+    text = clean_markdown(text, source.options.code_framework)
     lines = text.split("\n")
     headings = find_headings(text)
     title = front_matter_title or next((h.text for h in headings if h.level == 1), "") or source.path.stem
@@ -96,7 +101,7 @@ def load_markdown(source: SourceFile) -> Document:
     return Document(title=title, sections=sections)
 
 
-def _split_front_matter(text: str) -> tuple[str, str]:
+def split_front_matter(text: str) -> tuple[str, str]:
     """`(title from the front matter or "", text without the front matter)`."""
     match = _FRONT_MATTER.match(text)
     if not match:

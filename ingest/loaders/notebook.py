@@ -2,7 +2,10 @@
 
 A code cell's section holds its source and, after "Output:", a short excerpt of what it printed
 (streams, plain-text results, errors; images skipped), because the output is often what a student
-asks about. Each cell is named by the nearest Markdown heading above it. The document carries a
+asks about. Markdown cells are cleaned like Markdown files (`ingest.loaders.markup`: embedded
+base64 images and attachments, HTML, Liquid, book directives), and a code cell tagged for another
+framework than the course's (`#@tab tensorflow`) is left out. Each cell is named by the nearest
+Markdown heading above it. The document carries a
 `Demo` whose launch URL is the course's demo link base followed by the notebook's path (a Colab or
 Binder link when the base points at the course repository).
 """
@@ -13,7 +16,9 @@ import nbformat
 
 from ingest.errors import LoaderError
 from ingest.loaders import read_text, register_loader, tidy_text
+from ingest.loaders.code_tabs import keeps_code_cell
 from ingest.loaders.markdown import find_headings
+from ingest.loaders.markup import clean_markdown
 from ingest.model import Demo, Document, Locator, Section, SourceFile
 
 OUTPUT_EXCERPT_CHARS = 500
@@ -33,13 +38,16 @@ def load_notebook(source: SourceFile) -> Document:
     heading = first_heading = ""
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "markdown":
-            found = find_headings(cell.source)
-            opens_with_heading = bool(found) and found[0].line == _first_text_line(cell.source)
-            cells.append((index, found[0].text if opens_with_heading else heading, tidy_text(cell.source)))
+            markdown = clean_markdown(cell.source, source.options.code_framework)
+            found = find_headings(markdown)
+            opens_with_heading = bool(found) and found[0].line == _first_text_line(markdown)
+            cells.append((index, found[0].text if opens_with_heading else heading, tidy_text(markdown)))
             heading = found[-1].text if found else heading
             first_heading = first_heading or (found[0].text if found else "")
         elif cell.cell_type == "code":
-            cells.append((index, heading, _code_text(cell)))
+            kept, cell.source = keeps_code_cell(cell.source, source.options.code_framework)
+            if kept:
+                cells.append((index, heading, _code_text(cell)))
     title = first_heading or source.path.stem
 
     sections = [

@@ -6,6 +6,8 @@ follow, after "Notes: ", because lecturers often put the explanation there rathe
 The slide title is the section name (the chunker puts it in front of each chunk), not part of the
 text, except on a slide that has nothing but its title (a divider): there it is the text as well,
 so the slide can still be found. Slides with no text at all are dropped; numbers stay physical.
+Consecutive slides where one holds the other (a build copied onto new slides) keep only the fullest
+(`ingest.loaders.pages.collapse_reveals`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pptx import Presentation
 
 from ingest.errors import LoaderError
 from ingest.loaders import read_bytes, register_loader, tidy_text
+from ingest.loaders.clean import clean_text
+from ingest.loaders.pages import collapse_reveals
 from ingest.model import Document, Locator, Section, SourceFile
 
 
@@ -36,14 +40,13 @@ def load_pptx(source: SourceFile) -> Document:
     title = first_title or core_title or source.path.stem
     sections = [
         Section(
-            text=text,
+            text=slides[index][1],
             locator=Locator(
-                path=source.rel, kind=source.kind, title=title, slide=number,
-                section=slide_title or None, url=f"{source.rel}#slide={number}",
+                path=source.rel, kind=source.kind, title=title, slide=index + 1,
+                section=slides[index][0] or None, url=f"{source.rel}#slide={index + 1}",
             ),
         )
-        for number, (slide_title, text) in enumerate(slides, start=1)
-        if text
+        for index in collapse_reveals([text and f"{slide_title}\n{text}" for slide_title, text in slides])
     ]
     if not sections:
         raise LoaderError(f"presentation has no text on any of its {len(slides)} slides; nothing to index")
@@ -83,4 +86,4 @@ def _texts(shapes: Iterable) -> Iterator[str]:
 
 def _one_line(text: str) -> str:
     """Titles broken over lines (vertical tab or newline in the frame) read as one line."""
-    return " ".join(text.replace("\v", " ").split())
+    return " ".join(clean_text(text.replace("\v", " ")).split())

@@ -1,9 +1,13 @@
-"""Transcript loader (WebVTT and SubRip): cues grouped into stretches of about a minute.
+"""Transcript loader (WebVTT, SubRip and YouTube's SubViewer `.sbv`): cues grouped into stretches
+of about a minute.
 
 One cue is a few words, too little to answer from, so consecutive cues are gathered until the group
 spans at least `GROUP_SECONDS`; a cue is never split, so a group ends up 45 seconds to about a
 minute long. A section is located by the start of its first cue (`talk.vtt#t=83`, shown as 01:23).
 Rolling captions that repeat the previous line (common in auto-generated subtitles) are kept once.
+
+An `.sbv` file, what YouTube exports, is blocks separated by blank lines: a `0:00:01.234,0:00:05.678`
+line (start and end), then the caption text.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from webvtt import WebVTT
 
 from ingest.errors import LoaderError
 from ingest.loaders import read_text, register_loader
+from ingest.loaders.clean import clean_text
 from ingest.model import Document, Locator, Section, SourceFile
 
 GROUP_SECONDS = 45.0
+_SBV_TIMES = re.compile(r"^\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*,\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*$")
 
 
 @register_loader(".vtt", ".srt")
@@ -32,7 +38,27 @@ def load_subtitles(source: SourceFile) -> Document:
             "check the header and the 'start --> end' timestamp lines"
         ) from None
     cues = [(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, c.text) for c in captions]
-    cues = [cue for cue in cues if cue[2].strip()]
+    return _transcript(source, cues, fmt)
+
+
+@register_loader(".sbv")
+def load_sbv(source: SourceFile) -> Document:
+    cues = []
+    for number, block in enumerate(re.split(r"\n[ \t]*\n", read_text(source).strip()), start=1):
+        times, _, text = block.strip().partition("\n")
+        match = _SBV_TIMES.match(times)
+        if not match:
+            raise LoaderError(
+                f"not a valid SBV file (cue {number} starts with {times.strip()[:40]!r}); each cue needs "
+                "a 'h:mm:ss.mmm,h:mm:ss.mmm' line, then its text, then a blank line"
+            )
+        h1, m1, s1, h2, m2, s2 = match.groups()
+        cues.append((int(h1) * 3600 + int(m1) * 60 + float(s1), int(h2) * 3600 + int(m2) * 60 + float(s2), text))
+    return _transcript(source, cues, "sbv")
+
+
+def _transcript(source: SourceFile, cues: list[tuple[float, float, str]], fmt: str) -> Document:
+    cues = [(start, end, clean_text(text)) for start, end, text in cues if text.strip()]
     if not cues:
         raise LoaderError(f"no subtitle cues with text found; is this really a {fmt.upper()} file?")
     title = _pretty_title(source.path.stem)

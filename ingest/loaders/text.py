@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from ingest.loaders import read_text, register_loader, tidy_text
+from ingest.loaders.clean import clean_text
 from ingest.model import Document, Locator, Section, SourceFile
 
 MAX_SLIDE_CHARS = 3000
@@ -73,7 +74,7 @@ class _Slide:
 
 @register_loader(".txt")
 def load_text(source: SourceFile) -> Document:
-    blocks = _split_blocks(read_text(source))
+    blocks = _split_blocks(clean_text(read_text(source)))  # cleaned before titles are taken from it
     title = _document_title(blocks) or source.path.stem
     sections = []
     for number, slide in enumerate(_recover_slides(blocks, title), start=1):
