@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install corpus ingest run test test-all bench browser clean
+.PHONY: install corpus ingest run test test-all bench system-packages clean
 
 install: $(VENV)/.installed
 
@@ -30,7 +30,7 @@ ingest: corpus
 run: ingest
 	$(BIN)/tutor chat
 
-test: install corpus browser
+test: install corpus system-packages
 	$(BIN)/python -m pytest -q
 
 test-all: install corpus
@@ -39,10 +39,15 @@ test-all: install corpus
 bench: install corpus
 	$(BIN)/python benchmarks/ingest_speed.py
 
-# Headless Chromium for the browser tests (Debian's package; as root, or through sudo without a prompt).
-browser:
-	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
+# Debian packages the tests use: headless Chromium (browser tests), Tesseract and poppler's pdftoppm
+# (OCR of scanned PDFs), PostgreSQL (the chat log on a real server). Installed only when missing; as root, or through sudo
+# without a prompt.
+SYSTEM_PACKAGES := chromium:chromium tesseract:tesseract-ocr pdftoppm:poppler-utils pg_ctl:postgresql
+system-packages:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null || ls /usr/lib/postgresql/*/bin/$$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; fi
 
 clean:
 	rm -rf $(VENV) data test-artifacts $(COURSE)/slides

@@ -176,7 +176,7 @@ def calibrate(index: CourseIndex, embedder: Embedder, cases: list[EvalCase]) -> 
     The homework threshold is fitted to the policy's whole rule: a question that names its assignment
     ("hw1", "homework 2") matches whatever its similarity, so it counts as scoring 1.0 there; the
     printed distributions are the raw similarities."""
-    assignments = index.course.get("assignments", [])
+    assignments = index.course.assignments
     named = {c.id: policy.match_assignment(c.question, assignments, []) is not None for c in cases}
     scope = top_similarities(index, embedder, cases)
     homework = top_similarities(index, embedder, cases, kinds=["assignment", "solution"])

@@ -35,8 +35,6 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tiny models are test fixtures
 
 from tiny_model import VLLM_LORA, build_tiny_lora_adapter, build_vllm_tiny_model  # noqa: E402
 
-from ingest.embed import Embedder  # noqa: E402
-from ingest.store import load_index  # noqa: E402
 from serving.bench import (  # noqa: E402
     BenchOptions,
     BenchTarget,
@@ -47,7 +45,6 @@ from serving.bench import (  # noqa: E402
 )
 from serving.hf_serve import find_free_port  # noqa: E402
 from serving.serve import ServeRequest, parse_adapters, serve_model  # noqa: E402
-from tutor.answer import resolve_course  # noqa: E402
 from tutor.models import resolve_model_path  # noqa: E402
 from tutor.settings import load_settings  # noqa: E402
 
@@ -71,9 +68,9 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings(data_dir=args.data_dir, course=args.course)
-    index = load_index(settings.index_root(), resolve_course(settings.index_root(), args.course or settings.course))
+    index = settings.open_index(args.course)
     questions = load_questions(index)
-    embedder = Embedder(settings.embedding_model)
+    embedder = settings.embedder()
 
     with tempfile.TemporaryDirectory() as tmp:
         base, served_name, adapters, max_len = _models(args, settings.data_dir, Path(tmp))

@@ -1,6 +1,6 @@
 """Students' thumbs-down answers (and instructors' corrections) become eval cases.
 
-    cases = cases_from_chatlog(ChatLog(data_dir / "chatlog.sqlite"), course="dl-intro")
+    cases = cases_from_chatlog(open_chatlog(settings), course="dl-intro")
     cases = cases_from_export("corrected.jsonl")       # an instructor-edited export
     write_dataset("eval/datasets/from-feedback.jsonl", cases)
 
@@ -52,15 +52,16 @@ def cases_from_chatlog(log, course: str | None = None, limit: int = 500) -> list
     return [case_from_chat(chat) for chat in log.thumbs_down(course=course, limit=limit)]
 
 
-def open_chatlog(data_dir: Path):
+def open_chatlog(settings):
+    """The deployment's chat log (`database_url`, else the data folder's SQLite file)."""
     from tutor.chatlog import ChatLog
 
-    path = Path(data_dir) / "chatlog.sqlite"
-    if not path.is_file():
+    path = settings.chatlog_path()
+    if not settings.database_url and not path.is_file():
         raise FeedbackError(
             f"no chat log at {path}: students' feedback is recorded by `tutor chat`; give --data-dir "
             "of the deployment, or --export FILE with cases exported from the instructor tab")
-    return ChatLog(path)
+    return ChatLog.from_settings(settings)
 
 
 def cases_from_export(path: str | Path) -> list[EvalCase]:

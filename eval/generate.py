@@ -103,7 +103,7 @@ def generate_cases(index, judge: LLMJudge, embedder, count: int = 50, seed: int 
     if not pool:
         raise ConfigError(f"course {index.course_id} has no lecture chunks of {MIN_CHUNK_WORDS}+ words to ask about")
     chunks = random.Random(seed).sample(pool, min(len(pool), math.ceil(count * OVERSAMPLE)))
-    course = index.course.get("title") or index.course_id
+    course = index.course.title
     prompts = [QUESTION_PROMPT.format(course=course, where=c.locator.label(), passage=c.text,
                                       types=", ".join(_GENERATED_TYPES)) for c in chunks]
     report = GenerateReport(asked=len(chunks))

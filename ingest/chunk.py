@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from ingest import defaults
 from ingest.model import Chunk, Document
 
 
@@ -20,8 +21,8 @@ from ingest.model import Chunk, Document
 class ChunkerSettings:
     """What the manifest records: change any of these and the index must be rebuilt."""
 
-    chunk_tokens: int = 200
-    chunk_overlap: int = 32
+    chunk_tokens: int = defaults.CHUNK_TOKENS
+    chunk_overlap: int = defaults.CHUNK_OVERLAP
     tokenizer: str = ""
 
     def __post_init__(self) -> None:

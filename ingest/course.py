@@ -24,6 +24,11 @@
     solution = "solutions/hw1.md"
     due = 2026-09-29
 
+    [quotas]                        # limits on asking; 0 or absent means no limit
+    questions_per_hour = 20         # per student (a chat session, or an API key's owner)
+    questions_per_day = 100
+    concurrent_answers_per_key = 4  # answers one API key may have in progress at once
+
 Without `[[sources]]`, a file's kind comes from its folder (`solutions/` -> solution, `slides/` ->
 slides, ...) and then its type (`.ipynb` -> notebook, `.vtt` -> transcript, ...). Anything under a
 folder named `solutions`, and any file an assignment names as its `solution`, is always a `solution`,
@@ -34,8 +39,9 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 
 from ingest.errors import ConfigError, CourseNotFoundError
@@ -56,6 +62,8 @@ _SUFFIX_KINDS = {
     ".txt": "slides",
 }
 _SKIP_DIRS = {".git", ".ipynb_checkpoints", "__pycache__", ".venv", "node_modules"}
+_REPOSITORY_PAPERS = re.compile(
+    r"^(licen[cs]e|copying|contributing|code_of_conduct|changelog|authors)(-(?-i:[A-Z0-9.]+))?(\.(md|txt|rst))?$", re.I)
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,20 @@ class Assignment:
     due: dt.date | None = None
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """How much one student (or one API key) may ask; 0 means no limit."""
+
+    questions_per_hour: int = 0
+    questions_per_day: int = 0
+    concurrent_answers_per_key: int = 0
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"course.toml [quotas] {name} = {value!r}: give a whole number, 0 for no limit")
+
+
 @dataclass
 class CourseConfig:
     root: Path
@@ -91,6 +113,52 @@ class CourseConfig:
     sources: list[SourceRule] = field(default_factory=list)
     schedule: list[Lecture] = field(default_factory=list)
     assignments: list[Assignment] = field(default_factory=list)
+    demos: dict[str, dict] = field(default_factory=dict)  # notebook path -> {"title", "launch_url"}, found at ingest
+    quotas: Quotas = field(default_factory=Quotas)
+
+    def to_dict(self) -> dict:
+        """The course as the index stores it (`course.json`); `from_dict` reads it back."""
+        return {
+            "id": self.id, "title": self.title, "policy": self.policy, "demo_base": self.demo_base,
+            "root": str(self.root),
+            "sources": [{"glob": r.glob, "kind": r.kind} for r in self.sources],
+            "schedule": [{"date": s.date.isoformat(), "lecture": s.lecture, "topic": s.topic,
+                          "sources": list(s.sources)} for s in self.schedule],
+            "assignments": [{"id": a.id, "title": a.title, "path": a.path, "solution": a.solution,
+                             "due": a.due.isoformat() if a.due else None} for a in self.assignments],
+            "demos": self.demos,
+            "quotas": vars(self.quotas),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CourseConfig:
+        return cls(
+            root=Path(data.get("root", ".")), id=data["id"], title=data.get("title") or data["id"],
+            policy=data.get("policy", ""), demo_base=data.get("demo_base", ""),
+            sources=[SourceRule(r["glob"], r["kind"]) for r in data.get("sources", [])],
+            schedule=[Lecture(date=_as_date(s["date"]), lecture=int(s["lecture"]), topic=s.get("topic", ""),
+                              sources=tuple(s.get("sources", ()))) for s in data.get("schedule", [])],
+            assignments=[Assignment(id=a["id"], title=a.get("title", a["id"]), path=a.get("path", ""),
+                                    solution=a.get("solution", ""), due=_as_date(a["due"]) if a.get("due") else None)
+                         for a in data.get("assignments", [])],
+            demos=dict(data.get("demos", {})),
+            quotas=Quotas(**data.get("quotas", {})),
+        )
+
+    @property
+    def display_title(self) -> str:
+        """The title students read: course.toml's, else "this course" (an id or a folder's name is no
+        title: "the material of course" reads as a mistake)."""
+        title = self.title.strip()
+        return title if title and title not in (self.id, self.root.name) else "this course"
+
+    def lectures_of(self, rel: str) -> list[Lecture]:
+        """Every scheduled lecture whose source globs match `rel` (a file may serve several)."""
+        return [lecture for lecture in self.schedule if any(_glob_match(rel, g) for g in lecture.sources)]
+
+    def demos_of_lecture(self, lecture: Lecture) -> list[str]:
+        """The demo notebooks a lecture's source globs name."""
+        return [path for path in self.demos if any(_glob_match(path, g) for g in lecture.sources)]
 
     def kind_for(self, rel: str) -> str | None:
         """The kind of the file at `rel`, or None when the sources rules leave it out."""
@@ -182,7 +250,16 @@ def _parse(root: Path, data: dict) -> CourseConfig:
         root=root, id=str(data.get("id", root.name)), title=str(data.get("title", root.name)),
         policy=str(data.get("policy", "")).strip(), demo_base=str(data.get("demo_base", "")),
         sources=sources, schedule=sorted(schedule, key=lambda s: s.date), assignments=assignments,
+        quotas=_quotas(data.get("quotas", {})),
     )
+
+
+def _quotas(table: dict) -> Quotas:
+    accepted = [f.name for f in fields(Quotas)]
+    unknown = sorted(set(table) - set(accepted))
+    if unknown:
+        raise ConfigError(f"course.toml [quotas] has unknown key {unknown[0]!r}; accepted: {', '.join(accepted)}")
+    return Quotas(**table)
 
 
 def _as_date(value) -> dt.date:
@@ -209,6 +286,8 @@ def walk_course(root: Path) -> list[Path]:
 
 
 def left_out(rel: str) -> bool:
-    """Whether the course walk skips `rel`: hidden files and folders, build caches, course.toml."""
+    """Whether the course walk skips `rel`: hidden files and folders, build caches, course.toml, and a
+    repository's own papers (licence, contributing guide, changelog), which are not course material."""
     parts = PurePosixPath(rel).parts
-    return any(p in _SKIP_DIRS or p.startswith(".") for p in parts) or parts[-1:] == ("course.toml",)
+    return (any(p in _SKIP_DIRS or p.startswith(".") for p in parts) or parts[-1:] == ("course.toml",)
+            or bool(_REPOSITORY_PAPERS.match(parts[-1] if parts else "")))

@@ -29,9 +29,6 @@ import numpy as np
 from ingest.errors import ConfigError
 from ingest.onnx_encoder import ONNX_RECIPE, OnnxSentenceEncoder, prepare_onnx_model, shipped_onnx
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 

@@ -28,4 +28,4 @@ class LoaderError(TutorError, ValueError):
 
 
 class IndexMismatchError(TutorError, RuntimeError):
-    """The stored index was built with other embedder or chunker settings than the ones asked for."""
+    """The stored index cannot be read by this version (its format), or was built for other settings."""

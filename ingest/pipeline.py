@@ -27,14 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest import defaults
 from ingest.chunk import Chunker, ChunkerSettings
 from ingest.course import CourseConfig, left_out, load_course, walk_course
 from ingest.embed import Embedder, EmbeddingCache, embed_with_cache
 from ingest.errors import LoaderError
-from ingest.loaders import load_file, loader_for
-from ingest.model import Chunk, SourceFile
-from ingest.sentences import SentenceVectors, embed_sentences
-from ingest.store import FORMAT_VERSION, IndexManifest, load_index, read_manifest, write_index
+from ingest.loaders import LOADERS_VERSION, load_file, loader_for
+from ingest.model import Chunk, LoadOptions, SourceFile
+from ingest.sentences import SENTENCE_RULES_VERSION, SentenceVectors, embed_sentences
+from ingest.store import FORMAT_VERSION, IndexManifest, index_root_of, load_index, read_manifest, write_index
 
 Progress = Callable[[float, str], None]
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # a damaged PDF gets one reason in the report, not log noise
@@ -74,18 +75,23 @@ class IngestReport:
 class IngestOptions:
     data_dir: Path
     embedding_model: str = ""
-    chunk_tokens: int = 200
-    chunk_overlap: int = 32
-    max_file_mb: float = 100.0
+    chunk_tokens: int = defaults.CHUNK_TOKENS
+    chunk_overlap: int = defaults.CHUNK_OVERLAP
+    max_file_mb: float = defaults.MAX_FILE_MB
     rebuild: bool = False
+    embedding_backend: str = defaults.EMBEDDING_BACKEND
+    hnsw_threshold: int = defaults.HNSW_THRESHOLD
+    ocr: bool = False                 # OCR PDFs without a text layer (ingest.model.LoadOptions)
+    code_framework: str = defaults.CODE_FRAMEWORK   # the framework kept from multi-framework code tabs
 
 
 def ingest_course(course_dir: str | Path, options: IngestOptions, embedder: Embedder | None = None,
                   progress: Progress | None = None) -> IngestReport:
     started = time.perf_counter()
     course = load_course(course_dir)
-    embedder = embedder or Embedder(options.embedding_model)
-    index_root = Path(options.data_dir) / "index"
+    embedder = embedder or Embedder(options.embedding_model, backend=options.embedding_backend,
+                                    onnx_dir=Path(options.data_dir) / "cache" / "onnx")
+    index_root = index_root_of(options.data_dir)
     index_root.mkdir(parents=True, exist_ok=True)
     with _course_lock(index_root, course.id):
         report = _ingest_locked(course, options, embedder, index_root, progress)
@@ -113,7 +119,11 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
                    progress: Progress | None) -> IngestReport:
     report = IngestReport(course=course.id)
     chunker_settings = ChunkerSettings(options.chunk_tokens, options.chunk_overlap, embedder.name)
-    embedder_info = {"name": embedder.name, "dimension": embedder.dimension, "fingerprint": embedder.fingerprint}
+    # What the text of a file depends on besides its bytes: a change re-reads every file.
+    reading = {**chunker_settings.to_dict(), "loaders": LOADERS_VERSION, "sentences": SENTENCE_RULES_VERSION,
+               "ocr": options.ocr, "code_framework": options.code_framework}
+    embedder_info = {"name": embedder.name, "backend": embedder.backend, "dimension": embedder.dimension,
+                     "fingerprint": embedder.fingerprint}
     previous = read_manifest(index_root, course.id)
     previous_chunks: dict[str, Chunk] = {}
     previous_vectors: np.ndarray | None = None
@@ -122,7 +132,7 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
     previous_sentences: SentenceVectors | None = None
     rebuilding = False
     if previous is not None:
-        reason = _rebuild_reason(previous, embedder_info, chunker_settings.to_dict())
+        reason = _rebuild_reason(previous, embedder_info, reading)
         if reason or options.rebuild:
             rebuilding = True
             report.notes.append(f"rebuilt every file: {reason or 'asked with --rebuild'}")
@@ -166,7 +176,8 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
             report.unchanged.append(rel)
             continue
         try:
-            document = load_file(SourceFile(path=path, rel=rel, kind=kind, demo_base=course.demo_base))
+            document = load_file(SourceFile(path=path, rel=rel, kind=kind, demo_base=course.demo_base,
+                                            options=LoadOptions(options.ocr, options.code_framework)))
             chunks = chunker.split_document(document)
             if not chunks:
                 raise LoaderError("no text found in the file; add text or remove it from the course")
@@ -213,9 +224,11 @@ def _ingest_locked(course: CourseConfig, options: IngestOptions, embedder: Embed
         cache.close()
     kept_vectors = previous_vectors[kept_rows] if kept_rows else np.zeros((0, embedder.dimension), np.float32)
     vectors = np.concatenate([kept_vectors, fresh_vectors]) if len(fresh) else kept_vectors
-    manifest = IndexManifest(course=course.id, embedder=embedder_info, chunker=chunker_settings.to_dict(),
+    manifest = IndexManifest(course=course.id, embedder=embedder_info, chunker=reading,
                              files=files, skipped=report.skipped)
-    final = write_index(index_root, manifest, kept + fresh, vectors, _course_info(course, demos), sentences)
+    course.demos = demos
+    final = write_index(index_root, manifest, kept + fresh, vectors, course, sentences,
+                        hnsw_threshold=options.hnsw_threshold)
     report.index_path = str(final)
     if progress:
         progress(1.0, "done")
@@ -228,7 +241,9 @@ def _rebuild_reason(previous: IndexManifest, embedder: dict, chunker: dict) -> s
         return (f"the embedding model changed ({previous.embedder.get('name')} -> {embedder['name']}), "
                 "so every chunk was embedded again")
     if previous.chunker != chunker:
-        return f"the chunker settings changed ({previous.chunker} -> {chunker})"
+        changed = sorted(k for k in set(previous.chunker) | set(chunker) if previous.chunker.get(k) != chunker.get(k))
+        return ("how files are read or chunked changed (" + ", ".join(
+            f"{k}: {previous.chunker.get(k)} -> {chunker.get(k)}" for k in changed) + "), so every file was read again")
     return ""
 
 
@@ -300,18 +315,6 @@ def _through_link(course: CourseConfig, path: Path) -> tuple[str, str]:
         return real_rel, (f"links to {real_rel}, which the course leaves out (a hidden file or folder, "
                           "or a build cache)")
     return real_rel, ""
-
-
-def _course_info(course: CourseConfig, demos: dict[str, dict]) -> dict:
-    return {
-        "id": course.id, "title": course.title, "policy": course.policy, "demo_base": course.demo_base,
-        "root": str(course.root),
-        "schedule": [{"date": s.date.isoformat(), "lecture": s.lecture, "topic": s.topic,
-                      "sources": list(s.sources)} for s in course.schedule],
-        "assignments": [{"id": a.id, "title": a.title, "path": a.path, "solution": a.solution,
-                         "due": a.due.isoformat() if a.due else None} for a in course.assignments],
-        "demos": demos,
-    }
 
 
 def _sha256(path: Path) -> str:

@@ -5,11 +5,11 @@
         manifest.json    format version, course, embedder, chunker, per-file hash -> chunk ids
         chunks.jsonl     one chunk a line; line i is row i of the vectors and of FAISS
         vectors.npy      float32, L2-normalised
-        faiss.index      IndexFlatIP over the vectors
+        faiss.index      exact IndexFlatIP over the vectors, or HNSW past `hnsw_threshold` chunks (vector_index.py)
         lexical/         BM25 (bm25s)
         sentences.npy    float32, one row per sentence an extractive answer may quote (ingest/sentences.py)
         sentences.json   chunk id -> [start, end) rows of sentences.npy, and the sentence texts
-        course.json      the course's policy, schedule, assignments and demos, for the tutor
+        course.json      the course (`CourseConfig.to_dict`): title, policy, schedule, assignments, demos
 
 A reader follows the symlink once and sees a complete build; a writer killed at any point leaves
 the symlink (and so the serving index) untouched. The previous build is kept one generation so a
@@ -32,10 +32,12 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ingest.errors import CourseNotFoundError, TutorError
+from ingest.course import CourseConfig
+from ingest.errors import CourseNotFoundError, IndexMismatchError, TutorError
 from ingest.lexical import LexicalIndex
 from ingest.model import Chunk
 from ingest.sentences import SentenceVectors
+from ingest.vector_index import DEFAULT_HNSW_THRESHOLD, build_vector_index
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -69,8 +71,8 @@ class IndexManifest:
 
 @dataclass
 class CourseIndex:
-    """A loaded build: chunks, their vectors, FAISS, BM25, the manifest, the course info and the
-    vectors of the sentences extractive answers quote (None in a build older than format 2)."""
+    """A loaded build: chunks, their vectors, FAISS, BM25, the manifest, the course (read back typed) and
+    the vectors of the sentences extractive answers quote (None in a build older than format 2)."""
 
     path: Path
     manifest: IndexManifest
@@ -78,7 +80,7 @@ class CourseIndex:
     vectors: np.ndarray
     faiss_index: Any
     lexical: LexicalIndex
-    course: dict[str, Any]
+    course: CourseConfig
     sentences: SentenceVectors | None = None
 
     def __post_init__(self) -> None:
@@ -90,7 +92,8 @@ class CourseIndex:
 
 
 def write_index(index_root: Path, manifest: IndexManifest, chunks: list[Chunk], vectors: np.ndarray,
-                course_info: dict[str, Any], sentences: SentenceVectors) -> Path:
+                course: CourseConfig, sentences: SentenceVectors,
+                hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD) -> Path:
     """Write a complete build beside the live one, then point `<index_root>/<course>` at it."""
     assert len(chunks) == len(vectors), "one vector per chunk"
     assert set(sentences.spans) == {c.id for c in chunks}, "sentence rows for every chunk, no other"
@@ -107,14 +110,11 @@ def write_index(index_root: Path, manifest: IndexManifest, chunks: list[Chunk], 
             fh.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     np.save(partial / "vectors.npy", vectors)
-    dimension = int(manifest.embedder["dimension"])
-    flat = faiss.IndexFlatIP(dimension)
-    if len(vectors):
-        flat.add(vectors)
-    faiss.write_index(flat, str(partial / "faiss.index"))
+    vector_index = build_vector_index(vectors, int(manifest.embedder["dimension"]), hnsw_threshold)
+    faiss.write_index(vector_index, str(partial / "faiss.index"))
     LexicalIndex.build([c.embed_text() for c in chunks]).save(partial / "lexical")
     sentences.save(partial)
-    _write_json(partial / "course.json", course_info)
+    _write_json(partial / "course.json", course.to_dict())
     _write_json(partial / "manifest.json", manifest.to_dict())  # written last: its presence marks a whole build
     _fsync_tree(partial)
     os.rename(partial, final)
@@ -152,6 +152,11 @@ def _collect_old_builds(index_root: Path, course: str, keep: set[str]) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def index_root_of(data_dir: str | Path) -> Path:
+    """Where a data folder keeps its course indexes (`Settings.index_root()` is this for the settings)."""
+    return Path(data_dir) / "index"
+
+
 def index_path(index_root: Path, course: str) -> Path:
     return index_root / course
 
@@ -175,6 +180,35 @@ def list_courses(index_root: Path) -> list[str]:
                   if not p.name.startswith(".") and (p / "manifest.json").is_file())
 
 
+def check_embedder(index: CourseIndex, fingerprint: str) -> None:
+    """Questions must be embedded as the index's chunks were: same model, same backend. A mismatch
+    (e.g. `embedding_backend` changed since the last ingest) fails with the fix, not with bad answers."""
+    built = index.manifest.embedder.get("fingerprint")
+    if built and built != fingerprint:
+        raise IndexMismatchError(
+            f"course '{index.course_id}' was indexed with embedder {index.manifest.embedder.get('name')} "
+            f"({index.manifest.embedder.get('backend', 'torch')}), not the one configured now; run "
+            "`tutor ingest COURSE_DIR` again to re-embed it, or set embedding_model/embedding_backend back")
+
+
+def resolve_course(index_root: Path, course: str = "") -> str:
+    """The one default-course rule: `course` if it is indexed, else the only (or first, by name) indexed
+    course. Fails with what is indexed and how to fix it."""
+    known = list_courses(index_root)
+    if not known:
+        raise CourseNotFoundError(
+            f"no course is indexed under {index_root}; run `tutor ingest COURSE_DIR` (or `make run`) first")
+    if course and course not in known:
+        raise CourseNotFoundError(f"course '{course}' is not indexed under {index_root} (indexed: "
+                                  f"{', '.join(known)}); ingest it or pick another with --course")
+    return course or known[0]
+
+
+def open_index(index_root: Path, course: str = "") -> CourseIndex:
+    """The live index of `course`, or of the default course when `course` is empty (`resolve_course`)."""
+    return load_index(index_root, resolve_course(index_root, course))
+
+
 def load_index(index_root: Path, course: str) -> CourseIndex:
     """Open the live build of `course` (following the link once, so a concurrent swap is harmless)."""
     link = index_root / course
@@ -187,7 +221,7 @@ def load_index(index_root: Path, course: str) -> CourseIndex:
     folder = link.resolve()
     manifest = IndexManifest.from_dict(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
     if manifest.format_version not in READABLE_FORMATS:
-        raise TutorError(
+        raise IndexMismatchError(
             f"index for '{course}' has format {manifest.format_version}, this version reads formats "
             f"{', '.join(map(str, READABLE_FORMATS))}; re-run `tutor ingest COURSE_DIR --rebuild`"
         )
@@ -197,6 +231,6 @@ def load_index(index_root: Path, course: str) -> CourseIndex:
         path=folder, manifest=manifest, chunks=chunks, vectors=vectors,
         faiss_index=faiss.read_index(str(folder / "faiss.index")),
         lexical=LexicalIndex.load(folder / "lexical", len(chunks)),
-        course=json.loads((folder / "course.json").read_text(encoding="utf-8")),
+        course=CourseConfig.from_dict(json.loads((folder / "course.json").read_text(encoding="utf-8"))),
         sentences=SentenceVectors.load(folder),
     )

@@ -33,9 +33,11 @@ import math
 import faiss
 import numpy as np
 
+from ingest import defaults
+
 # A flat scan costs about 57 ms a million rows on one thread (5.6 ms at 100k, 11.9 ms at 200k):
 # below 100k it stays under the 10 ms target and is exact, so only a larger index pays HNSW.
-DEFAULT_HNSW_THRESHOLD = 100_000
+DEFAULT_HNSW_THRESHOLD = defaults.HNSW_THRESHOLD
 # Measured with benchmarks/retrieval_latency.py on 1M clustered 384-d vectors, one search thread:
 # M=32, efConstruction=100 built in 7 min (2 cores) but reached recall@10 0.974 at efSearch 128 and
 # 0.982 at 256 (1.4 ms); M=48, efConstruction=200 took 21-24 min and reached 0.999 at efSearch 128

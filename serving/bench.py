@@ -33,8 +33,8 @@ from pathlib import Path
 from ingest.embed import Embedder
 from ingest.errors import ConfigError
 from ingest.store import CourseIndex
-from tutor.answer import Tutor
-from tutor.llm import BackendConfig, create_backend
+from tutor.answer import Tutor, final_answer
+from tutor.llm import create_backend
 from tutor.settings import Settings
 
 # Case types whose answers never reach the model (declined by the tutor before generation).
@@ -127,9 +127,8 @@ def measure_target(target: BenchTarget, index: CourseIndex, embedder: Embedder, 
     settings = settings.model_copy(update={"max_answer_tokens": options.max_tokens})
 
     def make_tutors() -> list[Tutor]:
-        return [Tutor(index, embedder, create_backend("openai", BackendConfig(
-                    base_url=target.base_url, model=model, max_retries=0, timeout_s=settings.llm_timeout_s)),
-                      settings) for model in target.models()]
+        return [Tutor(index, embedder, create_backend("openai", settings.backend_config(
+                    base_url=target.base_url, model=model, max_retries=0)), settings) for model in target.models()]
 
     embedder.encode_query("warm up")  # load the model once, before threads race to load it
     for warm in make_tutors():
@@ -164,17 +163,15 @@ def measure_target(target: BenchTarget, index: CourseIndex, embedder: Embedder, 
 def ask_once(tutor: Tutor, question: str) -> RequestRecord:
     """One question through the whole tutor, timed; a fallback or a failure is an error."""
     started = time.perf_counter()
-    first, text, answer = None, "", None
+    first = None
+
+    def on_delta(text: str) -> None:
+        nonlocal first
+        if text and first is None:
+            first = time.perf_counter() - started
+
     try:
-        for event in tutor.stream(question):
-            if event.kind == "delta" and event.text and first is None:
-                first = time.perf_counter() - started
-            if event.kind == "delta":
-                text += event.text
-            elif event.kind == "reset":
-                text = ""
-            elif event.kind == "answer":
-                answer = event.answer
+        answer = final_answer(tutor.stream(question), on_delta=on_delta)
     except Exception as exc:  # a load test records failures instead of stopping at the first
         return RequestRecord(question, "error", first, latency_s=time.perf_counter() - started,
                              error=f"{type(exc).__name__}: {exc}")
@@ -295,14 +292,11 @@ def save_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
 def bench_course(settings: Settings, course: str | None, targets: list[BenchTarget], options: BenchOptions,
                  questions_file: Path | None = None, out_dir: Path | None = None) -> tuple[dict, Path, Path]:
     """`tutor bench`: load the course index, run the targets, save bench.json/bench.png."""
-    from ingest.store import load_index
-    from tutor.answer import resolve_course
-
-    index = load_index(settings.index_root(), resolve_course(settings.index_root(), course or settings.course))
+    index = settings.open_index(course)
     if questions_file is not None and not Path(questions_file).is_file():
         raise ConfigError(f"--questions {str(questions_file)!r} does not exist; give a JSONL file of eval cases")
     questions = load_questions(index, questions_file)
-    report = run_benchmark(targets, index, Embedder(settings.embedding_model), settings, options, questions)
+    report = run_benchmark(targets, index, settings.embedder(), settings, options, questions)
     out_dir = Path(out_dir or settings.data_dir / "bench" / time.strftime("%Y%m%d-%H%M%S"))
     json_path, png_path = save_report(report, out_dir)
     return report, json_path, png_path

@@ -56,7 +56,7 @@ Max pooling keeps the largest activation in each window, which makes features ro
 
 ## Unsafe markup
 
-Hostile markup such as <img src=x onerror="alert(1)"> must be shown as text by the tutor, never run.
+Hostile markup such as `<img src=x onerror="alert(1)">` must be shown as text by the tutor, never run.
 """
 
 COURSE_TOML = """id = "tiny"
@@ -531,20 +531,21 @@ def test_export_selected_chats_as_eval_cases(served):
 def test_starter_questions_follow_the_schedule():
     import datetime as dt
 
+    from ingest.course import CourseConfig
     from tutor.app.chat import starter_questions
 
-    course = {"schedule": [
+    course = CourseConfig.from_dict({"id": "c", "schedule": [
         {"date": "2026-01-12", "lecture": 1, "topic": "Gradient descent and momentum"},
         {"date": "2026-01-19", "lecture": 2, "topic": "Convolutional networks"},
         {"date": "2026-01-26", "lecture": 3, "topic": "Recurrent networks, LSTM"},
-    ]}
+    ]})
     assert starter_questions(course, dt.date(2026, 1, 21)) == ["Can you explain convolutional networks?"]
     assert starter_questions(course, dt.date(2026, 3, 1)) == [
         "Can you explain recurrent networks?", "Can you explain LSTM?", "Can you explain convolutional networks?"]
     assert starter_questions(course, dt.date(2025, 12, 1)) == [
         "Can you explain convolutional networks?", "Can you explain gradient descent?",
         "Can you explain momentum?"]
-    assert starter_questions({}, dt.date(2026, 1, 1)) == []
+    assert starter_questions(CourseConfig.from_dict({"id": "c"}), dt.date(2026, 1, 1)) == []
 
 
 def test_staged_upload_sanitises_names_and_undoes_itself(tmp_path):
@@ -566,7 +567,7 @@ def test_staged_upload_sanitises_names_and_undoes_itself(tmp_path):
         zf.writestr(info, "/etc/passwd")
 
     data = tmp_path / "data"
-    upload = stage_upload([incoming / "ch1.md", archive], root, "book", cap_bytes=10_000, data_dir=data)
+    upload = stage_upload([incoming / "ch1.md", archive], root, "book", cap_bytes=10_000, uploads=data / "uploads")
     assert upload.files == ["book/ch1.md", "book/extra/ch2 _draft_.md"] and upload.replaces == ["book/ch1.md"]
     assert dict(upload.skipped) == {"extra/run.sh": "file type '.sh' is not indexed", "__MACOSX/._ch2.md":
                                     "hidden file", "extra/link.md": "symbolic links are not unpacked"}
@@ -580,15 +581,15 @@ def test_staged_upload_sanitises_names_and_undoes_itself(tmp_path):
 
     for folder in ("../outside", "/etc", "book/../../x", ".git"):
         with pytest.raises(UploadRejected, match="folder"):
-            stage_upload([incoming / "ch1.md"], root, folder, cap_bytes=10_000, data_dir=data)
+            stage_upload([incoming / "ch1.md"], root, folder, cap_bytes=10_000, uploads=data / "uploads")
     with pytest.raises(UploadRejected, match="over the"):
-        stage_upload([incoming / "ch1.md"], root, "book", cap_bytes=5, data_dir=data)
+        stage_upload([incoming / "ch1.md"], root, "book", cap_bytes=5, uploads=data / "uploads")
     fake = incoming / "fake.zip"
     fake.write_text("not a zip")
     with pytest.raises(UploadRejected, match="not a valid zip"):
-        stage_upload([fake], root, "book", cap_bytes=10_000, data_dir=data)
+        stage_upload([fake], root, "book", cap_bytes=10_000, uploads=data / "uploads")
     with pytest.raises(UploadRejected, match="not uploaded from your browser"):
-        stage_upload([incoming / "ch1.md"], root, "book", cap_bytes=10_000, data_dir=data,
+        stage_upload([incoming / "ch1.md"], root, "book", cap_bytes=10_000, uploads=data / "uploads",
                      accept_source=lambda path: False)
     assert not any((data / "uploads").iterdir())
 

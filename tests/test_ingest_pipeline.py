@@ -56,7 +56,7 @@ def test_every_format_is_indexed_with_its_locator(course, tmp_path):
     assert talk[0].locator.start_s == 0.0 and talk[-1].locator.start_s == 70.0
     assert by_path(index, "web/faq.html")[-1].locator.anchor == "office-hours"
     assert {c.locator.kind for c in by_path(index, "solutions/hw1.md")} == {"solution"}
-    assert index.course["demos"]["notebooks/gd_demo.ipynb"]["launch_url"] == (
+    assert index.course.demos["notebooks/gd_demo.ipynb"]["launch_url"] == (
         "https://colab.example/github/org/repo/blob/main/notebooks/gd_demo.ipynb")
     manifest = read_manifest(tmp_path / "data/index", "small")
     assert manifest.embedder["dimension"] == 384 and manifest.chunker["chunk_tokens"] == 200
@@ -160,9 +160,20 @@ def test_changed_chunker_settings_force_a_rebuild_with_a_message(course, tmp_pat
     data = tmp_path / "data"
     ingest(course, data)
     report = ingest(course, data, chunk_tokens=100, chunk_overlap=10)
-    assert report.notes and "chunker settings changed" in report.notes[0]
+    assert report.notes and "chunk_tokens: 200 -> 100" in report.notes[0]
     assert len(report.added) == 8
     assert read_manifest(data / "index", "small").chunker["chunk_tokens"] == 100
+
+
+def test_changed_load_options_read_every_file_again(course, tmp_path):
+    """The text of an unchanged file depends on how it is read: switching the code framework (or OCR,
+    or a new loaders version) must not keep the old text."""
+    data = tmp_path / "data"
+    ingest(course, data)
+    report = ingest(course, data, code_framework="tensorflow")
+    assert report.notes and "code_framework: pytorch -> tensorflow" in report.notes[0]
+    assert report.unchanged == [] and len(report.added) == 8
+    assert read_manifest(data / "index", "small").chunker["loaders"] >= 2
 
 
 def test_missing_or_empty_course_folder_is_a_one_line_error(tmp_path):
@@ -242,3 +253,16 @@ def test_faiss_search_matches_a_numpy_oracle(course, tmp_path):
         scores = np.where(allowed, index.vectors @ q, -np.inf)
         expected = np.argsort(-scores, kind="stable")[: min(5, allowed.sum())]
         assert got == expected.tolist()
+
+
+@pytest.mark.parametrize("rel, skipped", [
+    ("LICENSE", True), ("LICENSE.md", True), ("sub/licence.txt", True), ("COPYING", True), ("LICENSE-MIT", True),
+    ("CONTRIBUTING.md", True), ("CHANGELOG.md", True), ("book/license-notes.md", False), ("README.md", False),
+    ("notes/licensing.md", False), ("slides/01-intro.pdf", False),
+])
+def test_a_repositorys_licence_and_changelog_are_not_course_material(rel, skipped):
+    """A course folder that is a Git repository carries its licence and contributor papers: without a
+    course.toml they would be indexed and cited as if they taught something."""
+    from ingest.course import left_out
+
+    assert left_out(rel) is skipped

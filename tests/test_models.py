@@ -63,23 +63,24 @@ def test_a_known_name_stands_for_its_folder_and_says_how_to_prepare_it(prepared,
 
 
 def test_the_local_backend_answers_with_the_prepared_model_by_name(prepared):
-    from tutor.answer import backend_from_settings
     from tutor.settings import load_settings
 
     data, record = prepared
-    backend = backend_from_settings(load_settings(data_dir=data, llm_backend="local", llm_model_path="smollm2"))
+    backend = load_settings(data_dir=data, llm_backend="local", llm_model_path="smollm2").backend()
     reply = backend.complete([{"role": "user", "content": "What is gradient descent? Answer in one sentence."}],
                              max_tokens=24, temperature=0.0)
     assert len(reply.split()) >= 3, reply              # real words from real weights, not an error
 
 
 def test_the_chat_banner_says_the_packaged_model_only_demonstrates_the_loop():
+    from ingest.course import CourseConfig
     from tutor.app.render import banner_markdown
     from tutor.models import is_demo_model
 
     assert is_demo_model("smollm2") and is_demo_model("smollm2-135m-instruct")
     assert is_demo_model("data/models/smollm2-135m-instruct+dl-intro")           # with an adapter
     assert not is_demo_model("Qwen2.5-7B-Instruct") and not is_demo_model("")
-    banner = banner_markdown({"title": "Deep Learning"}, "local", "smollm2-135m-instruct")
+    course = CourseConfig.from_dict({"id": "dl", "title": "Deep Learning"})
+    banner = banner_markdown(course, "local", "smollm2-135m-instruct")
     assert "Demonstration model" in banner and "not a reliable teacher" in banner
-    assert "Demonstration" not in banner_markdown({"title": "Deep Learning"}, "openai", "dl-intro")
+    assert "Demonstration" not in banner_markdown(course, "openai", "dl-intro")

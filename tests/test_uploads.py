@@ -75,7 +75,7 @@ def test_a_zip_member_with_a_bad_crc_is_rejected_and_nothing_is_lost(tmp_path):
     archive = zip_with(tmp_path / "update.zip", {"syllabus.md": b"# Syllabus\n\nThe midterm is gone.\n"})
     patch_member(archive, "syllabus.md", crc=0xDEADBEEF)
     with pytest.raises(UploadRejected, match=r"syllabus\.md is damaged.*nothing was changed"):
-        stage_upload([archive], root, "", CAP, tmp_path / "data")
+        stage_upload([archive], root, "", CAP, tmp_path / "data" / "uploads")
     assert untouched(root, before)                                  # syllabus.md still has its bytes
     assert not any((tmp_path / "data" / "uploads").iterdir())
 
@@ -87,7 +87,7 @@ def test_a_zip_member_longer_than_declared_is_rejected_and_nothing_is_lost(tmp_p
     archive = zip_with(tmp_path / "update.zip", {"syllabus.md": content})
     patch_member(archive, "syllabus.md", size=10)
     with pytest.raises(UploadRejected, match="damaged"):
-        stage_upload([archive], root, "", CAP, tmp_path / "data")
+        stage_upload([archive], root, "", CAP, tmp_path / "data" / "uploads")
     assert untouched(root, before)
 
 
@@ -98,12 +98,12 @@ def test_an_html_file_named_like_the_pdf_it_replaces_is_rejected(tmp_path):
     fake.parent.mkdir()
     fake.write_text("<!DOCTYPE html><html><body><h1>Not a PDF</h1></body></html>")
     with pytest.raises(UploadRejected, match=r"slides/01-intro\.pdf is not a PDF \(its content looks like HTML\)"):
-        stage_upload([fake], root, "slides", CAP, tmp_path / "data")
+        stage_upload([fake], root, "slides", CAP, tmp_path / "data" / "uploads")
     assert untouched(root, before)
     broken = tmp_path / "upload" / "notes.md"
     broken.write_bytes(b"\xff\xfe binary \x00\x01")
     with pytest.raises(UploadRejected, match="notes.md"):
-        stage_upload([broken], root, "book", CAP, tmp_path / "data")
+        stage_upload([broken], root, "book", CAP, tmp_path / "data" / "uploads")
     assert untouched(root, before)
 
 
@@ -111,7 +111,7 @@ def test_an_upload_identical_to_the_course_files_changes_nothing(tmp_path):
     root = course(tmp_path)
     same = tmp_path / "ch1.md"
     same.write_bytes((root / "book" / "ch1.md").read_bytes())
-    upload = stage_upload([same], root, "book", CAP, tmp_path / "data")
+    upload = stage_upload([same], root, "book", CAP, tmp_path / "data" / "uploads")
     assert upload.files == [] and upload.unchanged == ["book/ch1.md"]
 
 
@@ -122,7 +122,7 @@ CHILD = textwrap.dedent("""
     from tutor.app.upload import stage_upload
 
     root, data, new, revised = (Path(a) for a in sys.argv[1:5])
-    upload = stage_upload([new, revised], root, "book", 1_000_000, data)
+    upload = stage_upload([new, revised], root, "book", 1_000_000, data / "uploads")
     upload.apply()
 
     def slow(fraction, message):
@@ -162,7 +162,7 @@ def test_kill_9_mid_upload_is_undone_at_the_next_start(tmp_path):
     index = load_index(data / "index", root.name)
     texts = " ".join(chunk.text for chunk in index.chunks)
     assert "zorbulation" not in texts and "negative gradient" in texts and "revised" not in texts
-    assert recover_uploads(data) == []                               # nothing left to undo
+    assert recover_uploads(data / "uploads") == []                               # nothing left to undo
 
 
 def test_an_upload_crashed_while_staging_never_touches_the_course(tmp_path):
@@ -171,5 +171,5 @@ def test_an_upload_crashed_while_staging_never_touches_the_course(tmp_path):
     leftover = tmp_path / "data" / "uploads" / "20260101-000000-dead"
     (leftover / "staged" / "book").mkdir(parents=True)
     (leftover / "staged" / "book" / "ch1.md").write_text("half-written")
-    assert recover_uploads(tmp_path / "data") == []
+    assert recover_uploads(tmp_path / "data" / "uploads") == []
     assert not leftover.exists() and untouched(root, before)

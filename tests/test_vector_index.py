@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
+from ingest.course import CourseConfig
 from ingest.lexical import LexicalIndex
 from ingest.model import Chunk, Locator
 from ingest.store import CourseIndex, IndexManifest
@@ -115,7 +116,7 @@ def test_the_retrievers_filters_work_on_both_kinds(data, kind):
                     text_hash=str(i)) for i in range(len(vectors))]
     index = CourseIndex(path=None, manifest=IndexManifest(course="t", embedder={"dimension": DIM}, chunker={}),
                         chunks=chunks, vectors=vectors, faiss_index=built[kind],
-                        lexical=LexicalIndex.build(["x"] * len(vectors)), course={"schedule": []})
+                        lexical=LexicalIndex.build(["x"] * len(vectors)), course=CourseConfig.from_dict({"id": "c"}))
     retriever = Retriever(index, embedder=None)
     allowed = retriever.allowed_rows()
     assert 0 < allowed.sum() < len(allowed)
@@ -123,3 +124,45 @@ def test_the_retrievers_filters_work_on_both_kinds(data, kind):
         rows = retriever.dense_ranking(query, allowed, K)
         assert all(kinds[r] != "solution" for r in rows)
         assert rows == exact_top_k(vectors, query[None, :], K, allowed)[0].tolist()
+
+
+# -- wired from the settings through ingest to the question -------------------------------------
+
+def test_settings_choose_the_index_kind_and_the_tutor_searches_it(tmp_path):
+    """hnsw_threshold reaches the stored index: 0 gives an HNSW index that the retriever searches
+    with the same results as an exact index of the same course."""
+    from course_fixtures import shared_embedder, write_small_course
+    from ingest.pipeline import ingest_course
+    from ingest.store import load_index
+    from tutor.settings import load_settings
+
+    course = write_small_course(tmp_path / "course")
+    tops = {}
+    for threshold in (0, 10**9):
+        settings = load_settings(data_dir=tmp_path / f"data-{threshold}", hnsw_threshold=threshold)
+        ingest_course(course, settings.ingest_options(), embedder=shared_embedder())
+        index = load_index(settings.index_root(), "small")
+        assert isinstance(index.faiss_index, faiss.IndexHNSWFlat if threshold == 0 else faiss.IndexFlatIP)
+        retriever = settings.retriever(index, shared_embedder())
+        tops[threshold] = [h.chunk.id for h in retriever.search("What does momentum do to SGD?", k=3)]
+        only_notebooks = retriever.search("momentum", k=3, kinds=["notebook"])
+        assert only_notebooks and {h.chunk.locator.kind for h in only_notebooks} == {"notebook"}
+    assert tops[0] == tops[10**9]
+
+
+def test_the_embedding_backend_setting_builds_the_index_and_a_different_one_is_refused(tmp_path):
+    from course_fixtures import write_small_course
+    from ingest.errors import IndexMismatchError
+    from ingest.pipeline import ingest_course
+    from ingest.store import check_embedder
+    from tutor.settings import load_settings
+
+    settings = load_settings(data_dir=tmp_path / "data", embedding_backend="onnx-int8")
+    ingest_course(write_small_course(tmp_path / "course"), settings.ingest_options())
+    index = settings.open_index()
+    assert index.manifest.embedder["backend"] == "onnx-int8"
+    assert (settings.onnx_dir()).is_dir()                              # the export lives in the data dir
+    check_embedder(index, settings.embedder().fingerprint)             # the same backend asks the questions
+    torch_settings = settings.model_copy(update={"embedding_backend": "torch"})
+    with pytest.raises(IndexMismatchError, match="run `tutor ingest COURSE_DIR` again"):
+        check_embedder(index, torch_settings.embedder().fingerprint)

@@ -29,12 +29,7 @@ class CourseRetriever(BaseRetriever):
 
     @classmethod
     def from_settings(cls, settings, course: str | None = None, **kwargs) -> CourseRetriever:
-        from ingest.embed import Embedder
-        from ingest.store import load_index
-        from tutor.answer import resolve_course
-
-        index = load_index(settings.index_root(), resolve_course(settings.index_root(), course or settings.course))
-        return cls(retriever=Retriever(index, Embedder(settings.embedding_model), fusion=settings.fusion), **kwargs)
+        return cls(retriever=settings.retriever(settings.open_index(course), settings.embedder()), **kwargs)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         hits = self.retriever.search(query, k=self.k, kinds=[k for k in self.kinds or [] if k != "solution"] or None)

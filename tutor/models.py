@@ -63,6 +63,34 @@ def is_demo_model(model: str) -> bool:
     return any(name in (spec.name, spec.folder) for spec in KNOWN_MODELS.values())
 
 
+# The adapter registry's file (`serving/adapters.py` writes it; `tutor adapters promote`): read here too,
+# so the chat and `tutor ask` answer with the course's promoted adapter without importing `serving`.
+ADAPTER_REGISTRY = "registry.json"
+ADAPTER_REGISTRY_FORMAT = 1
+
+
+def read_adapter_registry(adapters_dir: Path) -> dict:
+    """`<adapters_dir>/registry.json`, or an empty registry when none was written yet."""
+    path = Path(adapters_dir) / ADAPTER_REGISTRY
+    if not path.is_file():
+        return {"format": ADAPTER_REGISTRY_FORMAT, "adapters": {}, "courses": {}}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); restore it from backup or delete it "
+                          "to start a new history") from None
+    if state.get("format") != ADAPTER_REGISTRY_FORMAT:
+        raise ConfigError(f"{path} has format {state.get('format')!r}; this version reads {ADAPTER_REGISTRY_FORMAT}")
+    return state
+
+
+def promoted_adapter(adapters_dir: Path, course: str) -> str:
+    """The folder of `course`'s current (promoted) adapter, or "" when none is."""
+    state = read_adapter_registry(adapters_dir)
+    name = state["courses"].get(course, {}).get("current")
+    return state["adapters"].get(name, {}).get("path", "") if name else ""
+
+
 def models_root(data_dir: Path) -> Path:
     return Path(data_dir) / "models"
 

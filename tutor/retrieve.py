@@ -11,19 +11,20 @@ scheduled after that date (material tied to no lecture, like the syllabus, alway
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Literal
 
-import faiss
 import numpy as np
 
+from ingest import defaults
 from ingest.embed import Embedder
 from ingest.model import Chunk
 from ingest.store import CourseIndex
+from ingest.vector_index import search_index
 
 Fusion = Literal["rrf", "weighted"]
+DEFAULT_FUSION: Fusion = defaults.FUSION  # the settings' default too: training data retrieves as answers do
 Mode = Literal["hybrid", "dense", "lexical"]
 RRF_K = 60
 DENSE_WEIGHT = 0.8  # tuned on the shipped question set (benchmarks/retrieval_quality.py)
@@ -94,7 +95,7 @@ def fuse_scores(dense: dict[int, float], lexical: dict[int, float], dense_weight
 
 
 class Retriever:
-    def __init__(self, index: CourseIndex, embedder: Embedder, fusion: Fusion = "rrf",
+    def __init__(self, index: CourseIndex, embedder: Embedder, fusion: Fusion = DEFAULT_FUSION,
                  reranker_model: str = "", candidates: int = 40, dense_weight: float = DENSE_WEIGHT,
                  lexical_rrf_weight: float = LEXICAL_RRF_WEIGHT):
         self.index = index
@@ -110,20 +111,14 @@ class Retriever:
 
     def _lecture_dates(self) -> np.ndarray:
         """Per chunk, the ordinal of the date its lecture is scheduled (a large number if none)."""
-        schedule = self.index.course.get("schedule", [])
         never = dt.date.max.toordinal()
-        dates = np.full(len(self.index.chunks), never, dtype=np.int64)
         by_path: dict[str, int] = {}
-        for i, chunk in enumerate(self.index.chunks):
+        for chunk in self.index.chunks:
             path = chunk.locator.path
             if path not in by_path:
-                by_path[path] = never
-                for lecture in schedule:
-                    if any(fnmatch.fnmatchcase(path, g) for g in lecture.get("sources", [])):
-                        by_path[path] = dt.date.fromisoformat(lecture["date"]).toordinal()
-                        break
-            dates[i] = by_path[path]
-        return dates
+                lecture = self.index.course.lecture_of(path)
+                by_path[path] = lecture.date.toordinal() if lecture else never
+        return np.array([by_path[c.locator.path] for c in self.index.chunks], dtype=np.int64)
 
     def allowed_rows(self, kinds: list[str] | None = None, taught_until: dt.date | None = None) -> np.ndarray:
         mask = np.isin(self._kinds, kinds) if kinds else self._kinds != "solution"
@@ -170,13 +165,7 @@ class Retriever:
         n = min(n, int(allowed.sum()))
         if n <= 0:
             return []
-        query = np.ascontiguousarray(qvec, dtype=np.float32)[None, :]
-        if allowed.all():
-            _, ids = self.index.faiss_index.search(query, n)
-        else:
-            bitmap = np.packbits(allowed.astype(np.uint8), bitorder="little")
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap)))
-            _, ids = self.index.faiss_index.search(query, n, params=params)
+        _, ids = search_index(self.index.faiss_index, qvec, n, allowed)
         return [int(i) for i in ids[0] if i >= 0]
 
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:

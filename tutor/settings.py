@@ -9,11 +9,12 @@ values. `TUTOR_CONFIG` names another TOML file than `./tutor.toml`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,9 +22,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ingest import defaults
 from ingest.errors import ConfigError
 
-BACKENDS = ("auto", "extractive", "openai", "local")
+
+
+def backend_choices() -> list[str]:
+    """`auto` and every registered LLM backend (tutor.llm's registry, so an added backend can be chosen)."""
+    from tutor.llm import backend_names
+
+    return ["auto", *backend_names()]
 
 
 class Settings(BaseSettings):
@@ -34,23 +42,23 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         "", description="Path of a sentence-transformers model; empty means the bundled all-MiniLM-L6-v2."
     )
-    chunk_tokens: int = Field(200, ge=32, le=512, description="Largest chunk, in embedder tokens.")
-    chunk_overlap: int = Field(32, ge=0, le=128, description="Tokens shared by consecutive chunks of a long section.")
-    max_file_mb: float = Field(100.0, gt=0, description="Files larger than this are skipped at ingest.")
+    chunk_tokens: int = Field(defaults.CHUNK_TOKENS, ge=32, le=512, description="Largest chunk, in embedder tokens.")
+    chunk_overlap: int = Field(defaults.CHUNK_OVERLAP, ge=0, le=128, description="Tokens shared by consecutive chunks of a long section.")
+    max_file_mb: float = Field(defaults.MAX_FILE_MB, gt=0, description="Files larger than this are skipped at ingest.")
     ocr: bool = Field(
         False, description="Read PDFs that have almost no text layer with Tesseract OCR (Debian's tesseract-ocr); "
         "off, such a PDF uses a same-named Markdown/HTML source beside it or is skipped with \"needs OCR\"."
     )
-    code_framework: str = Field(
-        "pytorch", description="Which framework's code to keep from multi-framework code tabs in book chapters "
+    code_framework: Literal["pytorch", "tensorflow", "jax", "mxnet"] = Field(
+        defaults.CODE_FRAMEWORK, description="Which framework's code to keep from multi-framework code tabs in book chapters "
         "(pytorch | tensorflow | jax | mxnet)."
     )
     embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch", description="How the embedding model runs: torch, onnx (about 1.8x faster on CPU) or onnx-int8 "
+        defaults.EMBEDDING_BACKEND, description="How the embedding model runs: torch, onnx (about 1.8x faster on CPU) or onnx-int8 "
         "(about 2.5x faster, slightly lower recall). Changing it re-embeds the course at the next ingest."
     )
     hnsw_threshold: int = Field(
-        200_000, ge=0, description="Courses with more chunks than this get an approximate (HNSW) vector index "
+        defaults.HNSW_THRESHOLD, ge=0, description="Courses with more chunks than this get an approximate (HNSW) vector index "
         "instead of an exact one; 0 always uses HNSW."
     )
     database_url: str = Field(
@@ -85,13 +93,17 @@ class Settings(BaseSettings):
     max_answer_tokens: int = Field(512, ge=16, le=8192, description="Longest answer the LLM may write.")
 
     top_k: int = Field(5, ge=1, le=50, description="Sources handed to the answer.")
-    fusion: Literal["rrf", "weighted"] = Field("weighted", description="How dense and lexical rankings are fused.")
+    fusion: Literal["rrf", "weighted"] = Field(defaults.FUSION, description="How dense and lexical rankings are fused.")
     reranker_model: str = Field("", description="Optional cross-encoder folder to rerank the fused candidates.")
     min_relevance: float = Field(
         -1.0, description="Dense-similarity floor below which a question is out of scope; -1 uses the "
-        "course's calibrated value."
+        "built-in floor (tutor/policy.py OUT_OF_SCOPE_SIMILARITY, measured on the shipped course)."
     )
     mode: Literal["explain", "socratic"] = Field("explain", description="Default answering style.")
+
+    judge_base_url: str = Field("", description="OpenAI-compatible server of the `tutor eval` llm judge.")
+    judge_model: str = Field("", description="Model name of the llm judge.")
+    judge_api_key: SecretStr = Field(SecretStr(""), description="API key of the judge server, if it wants one.")
 
     host: str = Field("127.0.0.1", description="Address the chat listens on; 0.0.0.0 exposes it to the network.")
     port: int = Field(7860, ge=1, le=65535, description="Port the chat listens on.")
@@ -103,9 +115,17 @@ class Settings(BaseSettings):
     @field_validator("llm_backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown LLM backend {value!r}; accepted: {', '.join(BACKENDS)}")
+        accepted = backend_choices()
+        if value not in accepted:
+            raise ValueError(f"unknown LLM backend {value!r}; accepted: {', '.join(accepted)}")
         return value
+
+    @model_validator(mode="after")
+    def _overlap_within_chunk(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
+                             f"({self.chunk_tokens}); lower the overlap or raise the chunk size")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -129,8 +149,72 @@ class Settings(BaseSettings):
             return "local"
         return "extractive"
 
+    # The data folder's layout: every path under data_dir is built here and nowhere else.
     def index_root(self) -> Path:
-        return self.data_dir / "index"
+        from ingest.store import index_root_of
+
+        return index_root_of(self.data_dir)
+
+    def chatlog_path(self) -> Path:
+        return self.data_dir / "chatlog.sqlite"
+
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def adapters_dir(self, course: str = "") -> Path:
+        return self.data_dir / "adapters" / course if course else self.data_dir / "adapters"
+
+    def onnx_dir(self) -> Path:
+        return self.data_dir / "cache" / "onnx"
+
+    def default_course(self) -> str:
+        """The course a command means without --course (`ingest.store.resolve_course`, the one rule)."""
+        from ingest.store import resolve_course
+
+        return resolve_course(self.index_root(), self.course)
+
+    def open_index(self, course: str | None = None):
+        """The live index of `course`, else of the default course: the one way to open a course."""
+        from ingest.store import open_index
+
+        return open_index(self.index_root(), course or self.course)
+
+    # Each part's config, built from these settings in one place.
+    def embedder(self):
+        from ingest.embed import Embedder
+
+        return Embedder(self.embedding_model, backend=self.embedding_backend, onnx_dir=self.onnx_dir())
+
+    def backend_config(self, course: str = "", **overrides):
+        """The LLM backend's `BackendConfig`; `overrides` (e.g. base_url, model) replace fields. Without an
+        `llm_adapter_path`, the `local` backend loads `course`'s promoted adapter (`tutor adapters promote`)."""
+        from tutor.llm import BackendConfig
+        from tutor.models import promoted_adapter, resolve_model_path
+
+        config = BackendConfig(
+            base_url=self.llm_base_url, model=self.llm_model, api_key=self.llm_api_key.get_secret_value(),
+            timeout_s=self.llm_timeout_s, first_token_timeout_s=self.llm_first_token_timeout_s,
+            connect_timeout_s=self.llm_connect_timeout_s, probe_interval_s=self.llm_probe_interval_s,
+            max_retries=self.llm_max_retries,
+            model_path=resolve_model_path(self.llm_model_path, self.data_dir) if self.llm_model_path else "",
+            adapter_path=self.llm_adapter_path or (
+                promoted_adapter(self.adapters_dir(), course) if course and self.resolved_backend() == "local" else ""),
+        )
+        return dataclasses.replace(config, **overrides) if overrides else config
+
+    def backend(self, course: str = ""):
+        """The answering backend these settings name (`auto` resolved), for `course`."""
+        from tutor.llm import create_backend
+
+        return create_backend(self.resolved_backend(), self.backend_config(course))
+
+    def retriever(self, index, embedder):
+        from tutor.retrieve import Retriever
+
+        return Retriever(index, embedder, fusion=self.fusion, reranker_model=self.reranker_model)
 
     def ingest_options(self, rebuild: bool = False):
         """These settings as the ingest pipeline's `IngestOptions` (the one place that copies them)."""
@@ -138,7 +222,9 @@ class Settings(BaseSettings):
 
         return IngestOptions(data_dir=self.data_dir, embedding_model=self.embedding_model,
                              chunk_tokens=self.chunk_tokens, chunk_overlap=self.chunk_overlap,
-                             max_file_mb=self.max_file_mb, rebuild=rebuild)
+                             max_file_mb=self.max_file_mb, rebuild=rebuild,
+                             embedding_backend=self.embedding_backend, hnsw_threshold=self.hnsw_threshold,
+                             ocr=self.ocr, code_framework=self.code_framework)
 
 
 def load_settings(**flags: Any) -> Settings:

@@ -18,9 +18,11 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from ingest.course import CourseConfig
 from tutor.app.render import answer_markdown, banner_markdown, sources_html
 from tutor.chatlog import ChatLog, ChatLogError
 from tutor.errors import TutorError
+from tutor.quotas import QuotaBook, QuotaExceeded
 
 HISTORY_TURNS = 6            # earlier exchanges handed to the tutor as conversation memory
 STARTERS = 4
@@ -33,18 +35,17 @@ def new_session(course: str, session_id: str | None = None) -> dict:
     return {"id": session_id, "course": course, "messages": [], "history": [], "turns": []}
 
 
-def starter_questions(course: dict, today: dt.date | None = None, limit: int = STARTERS) -> list[str]:
+def starter_questions(course: CourseConfig, today: dt.date | None = None, limit: int = STARTERS) -> list[str]:
     """Questions about this week's lectures: those dated within the last 7 days, else the latest
     ones taught, else (before term) the first ones."""
     today = today or dt.date.today()
-    dated = sorted(((dt.date.fromisoformat(s["date"]), s) for s in course.get("schedule", []) if s.get("topic")),
-                   key=lambda pair: pair[0])
-    recent = [s for d, s in dated if today - dt.timedelta(days=7) <= d <= today]
-    taught = [s for d, s in dated if d <= today]
-    chosen = recent or taught[-2:] or [s for _, s in dated[:2]]
+    dated = sorted((s for s in course.schedule if s.topic), key=lambda s: s.date)
+    recent = [s for s in dated if today - dt.timedelta(days=7) <= s.date <= today]
+    taught = [s for s in dated if s.date <= today]
+    chosen = recent or taught[-2:] or dated[:2]
     questions = []
     for lecture in reversed(chosen):
-        for topic in _topics(lecture["topic"]):
+        for topic in _topics(lecture.topic):
             question = f"Can you explain {topic}?"
             if question not in questions:
                 questions.append(question)
@@ -70,6 +71,7 @@ class StudentChat:
         self.tutors = tutors
         self.chatlog = chatlog
         self.default_course = default_course
+        self.quotas = QuotaBook(chatlog.engine)    # per session id, from the course's [quotas]
 
     def course_of(self, course: str | None) -> str:
         return course if course in self.tutors.courses() else self.default_course
@@ -90,6 +92,10 @@ class StudentChat:
         if not session.get("id"):
             session = {**session, "id": getattr(request, "session_hash", None) or uuid.uuid4().hex}
         tutor = self.tutors.get(course)
+        try:
+            self.quotas.admit(session["id"], course, tutor.course.quotas)
+        except QuotaExceeded as exc:  # "...; you can ask again at 14:05."
+            raise gr.Error(str(exc), print_exception=False) from None
         messages = [*session["messages"], {"role": "user", "content": message}]
         yield [*messages, {"role": "assistant", "content": PLACEHOLDER}], gr.skip(), "", session
         streamed, answer = "", None

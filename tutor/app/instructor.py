@@ -12,7 +12,6 @@ the previous index keeps serving, and the error is shown.
 
 from __future__ import annotations
 
-import fnmatch
 import hmac
 import logging
 import secrets
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ingest.course import load_course
+from ingest.course import CourseConfig, load_course
 from ingest.pipeline import IngestReport, ingest_course
 from tutor.app.upload import StagedUpload, UploadRejected, accepted_extensions, recover_uploads, stage_upload
 from tutor.chatlog import ChatLog
@@ -146,13 +145,13 @@ def build_instructor_tab(settings: Settings, tutors, chatlog: ChatLog, course_pi
 
     def folders(course: str, is_unlocked: bool):
         require(is_unlocked)
-        root = Path(tutors.get(course).index.course["root"])
+        root = tutors.get(course).index.course.root
         names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         return gr.update(choices=[ROOT_FOLDER, *names], value=names[0] if names else ROOT_FOLDER)
 
     def stats(course: str, is_unlocked: bool):
         require(is_unlocked)
-        return (*usage_tables(chatlog, tutors.get(course).course), model_status_markdown(llm_status()))
+        return (*usage_tables(chatlog, tutors.get(course).index.course), model_status_markdown(llm_status()))
 
     def export(chat_ids, is_unlocked: bool):
         require(is_unlocked)
@@ -221,9 +220,9 @@ def update_material(settings: Settings, tutors, course: str, files: list[Path], 
     touched, a failed ingest rolls it back, and a crash is undone by `recover_uploads` at the next
     start. The previous index keeps serving until the new one is swapped in."""
     tutor = tutors.get(course)
-    root = Path(tutor.index.course["root"])
+    root = tutor.index.course.root
     try:
-        upload = stage_upload(files, root, folder, int(settings.max_upload_mb * 2**20), settings.data_dir,
+        upload = stage_upload(files, root, folder, int(settings.max_upload_mb * 2**20), settings.uploads_dir(),
                               accept_source=accept_source)
     except UploadRejected as exc:
         return f"❌ **Upload rejected**: {exc}"
@@ -247,7 +246,7 @@ def update_material(settings: Settings, tutors, course: str, files: list[Path], 
 def recover_interrupted_uploads(settings: Settings) -> list[str]:
     """Undo uploads a crash interrupted and re-index their courses; one line per course for the log."""
     lines = []
-    for root in recover_uploads(settings.data_dir):
+    for root in recover_uploads(settings.uploads_dir()):
         report = ingest_course(root, settings.ingest_options())
         lines.append(f"an interrupted upload to {root} was undone and course {report.course} re-indexed")
     return lines
@@ -295,13 +294,13 @@ def model_status_markdown(servers: list[dict]) -> str:
     return "\n\n".join(lines)
 
 
-def usage_tables(chatlog: ChatLog, course: dict) -> tuple:
+def usage_tables(chatlog: ChatLog, course: CourseConfig) -> tuple:
     """The five tables of the "What students ask" tab, and the export picker's choices."""
     import pandas as pd
 
-    course_id = course.get("id")
+    course_id = course.id
     per_day = pd.DataFrame(chatlog.questions_per_day(course_id), columns=["day", "questions"])
-    cited = pd.DataFrame([(path, lecture_of(path, course), n) for path, n in chatlog.most_cited(course_id)],
+    cited = pd.DataFrame([(path, _lecture_label(course, path), n) for path, n in chatlog.most_cited(course_id)],
                          columns=["file", "lecture", "answers citing it"])
     refused = pd.DataFrame([(c["id"], c["when"], c["refused"], c["question"]) for c in chatlog.refused(course_id)],
                            columns=["chat", "when", "reason", "question"])
@@ -318,11 +317,9 @@ def usage_tables(chatlog: ChatLog, course: dict) -> tuple:
     return per_day, cited, refused, weak, down, gr.update(choices=choices)
 
 
-def lecture_of(path: str, course: dict) -> str:
-    for lecture in course.get("schedule", []):
-        if any(fnmatch.fnmatchcase(path, g) for g in lecture.get("sources", [])):
-            return f"{lecture['lecture']}. {lecture['topic']}"
-    return ""
+def _lecture_label(course: CourseConfig, path: str) -> str:
+    lecture = course.lecture_of(path)
+    return f"{lecture.lecture}. {lecture.topic}" if lecture else ""
 
 
 def _excerpt(text: str, limit: int = 160) -> str:

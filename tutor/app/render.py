@@ -12,6 +12,7 @@ import html
 import re
 from urllib.parse import urlparse
 
+from ingest.course import CourseConfig
 from tutor.app.files import course_file_url
 
 # Chatbot's default renders only $$...$$; inline $...$ and the \( \) / \[ \] pair must be named.
@@ -179,11 +180,10 @@ def answer_markdown(answer: dict) -> str:
     return text
 
 
-def banner_markdown(course: dict, backend: str, model: str = "") -> str:
+def banner_markdown(course: CourseConfig, backend: str, model: str = "") -> str:
     from tutor.models import is_demo_model
 
-    title = course.get("title") or course.get("id", "")
-    lines = [f"**{title}**: ask about the lectures, the book and the demos. Every answer cites its sources."]
+    lines = [f"**{course.title}**: ask about the lectures, the book and the demos. Every answer cites its sources."]
     if backend == "extractive":
         lines.append("ℹ️ **No language model is configured**: answers are the course passages that best "
                      "match your question, quoted with their sources (extractive mode).")

@@ -20,26 +20,23 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
 
-import gradio as gr  # noqa: E402
-
-from ingest.store import list_courses  # noqa: E402
-from tutor.answer import Tutor  # noqa: E402
-from tutor.app.chat import MAX_QUESTION_CHARS, STARTERS, StudentChat, new_session  # noqa: E402
-from tutor.app.files import mount_course_files  # noqa: E402
-from tutor.app.instructor import (  # noqa: E402
+from ingest.store import list_courses
+from tutor.answer import Tutor
+from tutor.app.chat import MAX_QUESTION_CHARS, STARTERS, StudentChat, new_session
+from tutor.app.files import mount_course_files
+from tutor.app.instructor import (
     INSTRUCTOR_COOKIE,
     InstructorTokens,
     SignInGuard,
     build_instructor_tab,
     recover_interrupted_uploads,
 )
-from tutor.app.render import CSS, LATEX_DELIMITERS, SOURCES_JS, banner_markdown, sources_html  # noqa: E402
-from tutor.chatlog import FEEDBACK_CATEGORIES, ChatLog  # noqa: E402
-from tutor.errors import CourseNotFoundError  # noqa: E402
-from tutor.settings import Settings  # noqa: E402
+from tutor.app.render import CSS, LATEX_DELIMITERS, SOURCES_JS, banner_markdown, sources_html
+from tutor.chatlog import FEEDBACK_CATEGORIES, ChatLog
+from tutor.errors import CourseNotFoundError
+from tutor.settings import Settings
 
 log = logging.getLogger("tutor.app")
 
@@ -77,24 +74,15 @@ class CourseTutors:
 
     def _from_settings(self, course: str) -> Tutor:
         if self._embedder is None:
-            from ingest.embed import Embedder
-
-            self._embedder = Embedder(self.settings.embedding_model)
+            self._embedder = self.settings.embedder()
         return Tutor.from_settings(self.settings, course=course, embedder=self._embedder)
 
     def courses(self) -> list[str]:
-        known = list_courses(self.settings.index_root())
-        if not known:
-            raise CourseNotFoundError(f"no course is indexed under {self.settings.index_root()}; run "
-                                      "`tutor ingest COURSE_DIR --data-dir ...` first")
-        return known
+        self.settings.default_course()  # fails with the fix when nothing is indexed
+        return list_courses(self.settings.index_root())
 
     def default_course(self) -> str:
-        known = self.courses()
-        if self.settings.course and self.settings.course not in known:
-            raise CourseNotFoundError(f"course '{self.settings.course}' is not indexed (indexed: "
-                                      f"{', '.join(known)}); ingest it or pick another with --course")
-        return self.settings.course or known[0]
+        return self.settings.default_course()
 
     def get(self, course: str) -> Tutor:
         """The tutor of `course`, on the newest index build."""
@@ -110,7 +98,7 @@ class CourseTutors:
 
     def root_and_files(self, course: str) -> tuple[str, dict]:
         tutor = self.get(course)
-        return tutor.index.course["root"], tutor.index.manifest.files
+        return str(tutor.index.course.root), tutor.index.manifest.files
 
 
 def build_app(settings: Settings, tutor_factory: Callable[[str], Tutor] | None = None):
@@ -120,11 +108,14 @@ def build_app(settings: Settings, tutor_factory: Callable[[str], Tutor] | None =
     for line in recover_interrupted_uploads(settings):
         log.warning(line)
     tutors = CourseTutors(settings, tutor_factory)
-    chatlog = ChatLog(settings.data_dir / "chatlog.sqlite")
+    chatlog = ChatLog.from_settings(settings)     # SQLite in the data folder, or database_url
     tokens = InstructorTokens()
     blocks = build_blocks(settings, tutors, chatlog, tokens)
     app = FastAPI(title="Course Tutor", docs_url=None, redoc_url=None, openapi_url=None)
     mount_course_files(app, tutors.root_and_files)
+    from tutor.api import TutorApi  # here: tutor.api imports this package
+
+    app.include_router(TutorApi(tutors, chatlog).router())    # /v1/...: before Gradio takes "/"
 
     @app.middleware("http")
     async def uploads_need_an_instructor(request, call_next):
@@ -182,7 +173,7 @@ def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog,
                             fb_status = gr.Markdown()
                     with gr.Column(scale=2):
                         course_picker = gr.Dropdown(
-                            [(tutors.get(c).course.get("title") or c, c) for c in courses], value=default,
+                            [(tutors.get(c).index.course.title, c) for c in courses], value=default,
                             label="Course", visible=len(courses) > 1)
                         mode = gr.Radio([("Explain", "explain"), ("Socratic: guide me with questions", "socratic")],
                                         value=settings.mode, label="Answer style")
@@ -230,7 +221,8 @@ def serve(settings: Settings) -> None:
 
     torch.set_num_threads(chat_torch_threads())
     app = build_app(settings)
-    print(f"Course Tutor: http://{settings.host}:{settings.port}/")
+    print(f"Course Tutor: http://{settings.host}:{settings.port}/ (OpenAI-compatible API: "
+          f"http://{settings.host}:{settings.port}/v1, keys from `tutor keys create`)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 

@@ -1,6 +1,6 @@
 """Instructor uploads as transactions: staged, validated whole, applied by rename, undone on failure.
 
-    upload = stage_upload(files, course_root, folder="book", cap_bytes=..., data_dir=settings.data_dir)
+    upload = stage_upload(files, course_root, folder="book", cap_bytes=..., uploads=settings.uploads_dir())
     upload.apply()                  # originals moved aside, new files renamed in; journal says "applied"
     try:
         report = ingest_course(course_root, options, ...)
@@ -41,7 +41,6 @@ from ingest.model import SourceFile
 
 ARCHIVE = ".zip"
 MAX_ARCHIVE_MEMBERS = 5000
-UPLOADS = "uploads"
 JOURNAL = "journal.json"
 _TEXT_TYPES = {".md", ".markdown", ".txt", ".html", ".htm", ".vtt", ".srt", ".ipynb", ".sbv"}
 
@@ -128,7 +127,7 @@ class StagedUpload:
                    state=record["state"])
 
 
-def stage_upload(files: list[Path], course_root: Path, folder: str, cap_bytes: int, data_dir: Path,
+def stage_upload(files: list[Path], course_root: Path, folder: str, cap_bytes: int, uploads: Path,
                  accept_source=None) -> StagedUpload:
     """Check every uploaded file, unpack zips, validate the content, and stage it all under the data dir.
 
@@ -159,7 +158,7 @@ def stage_upload(files: list[Path], course_root: Path, folder: str, cap_bytes: i
             raise UploadRejected(f"{path.name} is not a valid zip archive")
         plan.append((path, name))
 
-    uploads = Path(data_dir) / UPLOADS
+    uploads = Path(uploads)
     uploads.mkdir(parents=True, exist_ok=True)
     upload = StagedUpload(root, uploads / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}")
     (upload.folder / "staged").mkdir(parents=True)
@@ -188,10 +187,10 @@ def stage_upload(files: list[Path], course_root: Path, folder: str, cap_bytes: i
     return upload
 
 
-def recover_uploads(data_dir: Path) -> list[Path]:
+def recover_uploads(uploads: Path) -> list[Path]:
     """Undo uploads a crash left between `apply` and `commit`; the course folders to re-index."""
     touched: list[Path] = []
-    uploads = Path(data_dir) / UPLOADS
+    uploads = Path(uploads)
     for folder in sorted(uploads.iterdir()) if uploads.is_dir() else []:
         if not (folder / JOURNAL).is_file():
             shutil.rmtree(folder, ignore_errors=True)  # crashed while staging: the course was never touched

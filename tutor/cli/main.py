@@ -37,7 +37,7 @@ def ingest(
     from tutor.settings import load_settings
 
     settings = load_settings(data_dir=data_dir)
-    for root in recover_uploads(settings.data_dir):  # a crash mid-upload must not be indexed as if it landed
+    for root in recover_uploads(settings.uploads_dir()):  # a crash mid-upload must not be indexed as if it landed
         typer.echo(f"note: an interrupted upload to {root} was undone", err=True)
     report = ingest_course(course_dir, settings.ingest_options(rebuild=rebuild))
     if as_json:
@@ -64,7 +64,7 @@ def ask(
     """Answer one question from the course material, with numbered sources and demo links."""
     import datetime as dt
 
-    from tutor.answer import Tutor
+    from tutor.answer import Tutor, final_answer
     from tutor.errors import ConfigError
     from tutor.settings import load_settings
 
@@ -74,14 +74,9 @@ def ask(
     except ValueError:
         raise ConfigError(f"--taught-until {taught_until!r} is not a date like 2026-10-06") from None
     tutor = Tutor.from_settings(settings)
-    answer = None
-    for event in tutor.stream(question, taught_until=until):
-        if event.kind == "delta" and not as_json:
-            typer.echo(event.text, nl=False)
-        elif event.kind == "reset" and not as_json:
-            typer.echo("\n[draft withheld]\n")
-        elif event.kind == "answer":
-            answer = event.answer
+    answer = final_answer(tutor.stream(question, taught_until=until),
+                          on_delta=None if as_json else lambda text: typer.echo(text, nl=False),
+                          on_reset=None if as_json else lambda: typer.echo("\n[draft withheld]\n"))
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
         return
@@ -126,10 +121,10 @@ def report(
     from tutor.settings import load_settings
 
     settings = load_settings(data_dir=data_dir, course=course)
-    path = settings.data_dir / "chatlog.sqlite"
-    if not path.is_file():
-        raise CourseNotFoundError(f"no chat log at {path} yet; students' questions are logged by `tutor chat`")
-    log, course_id = ChatLog(path), settings.course or None
+    if not settings.database_url and not settings.chatlog_path().is_file():
+        raise CourseNotFoundError(f"no chat log at {settings.chatlog_path()} yet; students' questions are "
+                                  "logged by `tutor chat`")
+    log, course_id = ChatLog.from_settings(settings), settings.course or None
     data = {
         "questions_per_day": log.questions_per_day(course_id, days),
         "most_cited": log.most_cited(course_id),
@@ -180,3 +175,7 @@ def prepare(
 
 app.add_typer(prepare_app, name="model")
 register_command_groups(app)
+
+from tutor.cli.service import register_service_commands  # noqa: E402  (tutor api, tutor keys)
+
+register_service_commands(app)
