@@ -1,6 +1,6 @@
 """A lecture hall at once: N students ask N different questions of the served chat at the same moment.
 
-    .venv/bin/python benchmarks/load.py [--data-dir data] [--levels 1,50,200] [--out runs/load.json]
+    .venv/bin/python benchmarks/load.py [--data-dir data] [--levels 1,50,200] [--via gradio,api] [--out runs/load.json]
 
 It starts the real app in its own process (`python -m tutor.cli chat --data-dir COPY --port PORT
 --backend extractive`) on 127.0.0.1, on a copy of `<data dir>/index` and `<data dir>/cache` in a
@@ -23,7 +23,7 @@ only), in file order; when a run needs more, the same questions come back with a
 ("Quick question: …"), so no two questions of a run are the same string until the pool (four
 phrasings of each) runs out.
 
-How it drives the app (`--via gradio`, the only way today): raw HTTP against Gradio's queue API,
+How it drives the app: `--via gradio` (the default), raw HTTP against Gradio's queue API,
 the same calls the browser makes: POST `/gradio_api/queue/join` with the `/ask` event's inputs and
 a fresh session hash per student, then read that session's SSE stream `/gradio_api/queue/data`
 until `process_completed`, applying the streamed diffs to the chat only until its first real text.
@@ -36,7 +36,12 @@ raw queue API 0.44 s (under 2 % of all CPU used), one shared `Client` 1.6 s, one
 student 9.6 s plus 3.1 s to create the 50 clients. Each level prints the client's share of the CPU
 (client / (client + server), the "client" column) and the CPU other processes on the machine used
 meanwhile ("others"), which says how far to trust the figures on a shared machine. Another way
-to ask (an HTTP API of the tutor's own) is one more `async def ask_via_...` in `ASK_VIA`. Every
+to ask is one more `async def ask_via_...` in `ASK_VIA`. `--via api` asks through the tutor's
+OpenAI-compatible API on the same server (`tutor/api.py`): POST `/v1/chat/completions` with
+`stream: true`, as the `openai` client does, TTFT at the first chunk with text, total at `[DONE]`;
+the benchmark creates one API key in the copied data folder, so its questions are one student's
+(a course with `[quotas]` would refuse most of them). `--via gradio,api` measures both on one
+server, one after the other, each with its own warm-up and N=1 baseline. Every
 request goes to 127.0.0.1; every question has a deadline and every level a fixed number of
 questions, so a run always ends.
 
@@ -214,7 +219,63 @@ async def ask_via_gradio(http: httpx.AsyncClient, app: GradioAsk, question: str,
     return outcome
 
 
-ASK_VIA = {"gradio": (GradioAsk.discover, ask_via_gradio)}
+@dataclass(frozen=True)
+class ApiAsk:
+    """The key and model that `/v1/chat/completions` is asked with."""
+
+    key: str
+    model: str
+
+    @classmethod
+    def discover(cls, base_url: str, data_dir: Path, course: str | None) -> ApiAsk:
+        from tutor.chatlog import ChatLog
+        from tutor.keys import ApiKeys
+
+        _, secret = ApiKeys(ChatLog(data_dir / "chatlog.sqlite").engine).create("load-benchmark", course or "*")
+        models = httpx.get(base_url + "v1/models", headers={"Authorization": f"Bearer {secret}"}, timeout=30,
+                           trust_env=False).raise_for_status().json()["data"]
+        if not models:
+            raise SystemExit(f"{base_url}v1/models lists no model; is a course indexed?")
+        return cls(secret, course or models[0]["id"])
+
+
+async def ask_via_api(http: httpx.AsyncClient, app: ApiAsk, question: str, course: str | None,
+                      timeout_s: float) -> Outcome:
+    """One client's question through the OpenAI-compatible API, streamed."""
+    outcome, started, final = Outcome(question), time.perf_counter(), None
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = {"model": app.model, "stream": True, "messages": [{"role": "user", "content": question}]}
+            async with http.stream("POST", "v1/chat/completions", json=body,
+                                   headers={"Authorization": f"Bearer {app.key}"}) as stream:
+                if stream.status_code != 200:
+                    outcome.error = f"HTTP {stream.status_code}: {(await stream.aread())[:300]!r}"
+                    return outcome
+                async for line in stream.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    if line.strip() == "data: [DONE]":
+                        outcome.total_s = time.perf_counter() - started
+                        break
+                    chunk = json.loads(line[5:])
+                    if "error" in chunk:
+                        outcome.error = f"app error: {chunk['error'].get('message')}"
+                        return outcome
+                    if outcome.ttft_s is None and any(c["delta"].get("content") for c in chunk["choices"]):
+                        outcome.ttft_s = time.perf_counter() - started
+                    final = chunk.get("tutor", final)
+        if outcome.total_s is None or final is None or not final.get("text"):
+            outcome.error = "incomplete answer (no [DONE], or no final chunk with the answer)"
+        outcome.cited = bool(final and final.get("citations"))
+    except TimeoutError:
+        outcome.error = f"no complete answer within {timeout_s:g} s"
+    except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+        outcome.error = f"{type(exc).__name__} after {time.perf_counter() - started:.0f} s: {exc}"
+    return outcome
+
+
+ASK_VIA = {"gradio": (lambda url, data_dir, course: GradioAsk.discover(url), ask_via_gradio),
+           "api": (ApiAsk.discover, ask_via_api)}
 
 
 # -- CPU accounting -------------------------------------------------------------------------------
@@ -277,8 +338,10 @@ async def run_level(students: int, questions: list[str], base_url: str, app, ask
 
 
 def compare_with_baseline(levels: list[dict]) -> None:
-    base = levels[0]
+    """Each level as multiples of the N=1 level of the same `via`."""
+    bases = {}
     for level in levels:
+        base = bases.setdefault(level.get("via"), level)
         for key in ("ttft_p50_s", "ttft_p95_s", "total_p50_s", "total_p95_s"):
             level[key.replace("_s", "_x")] = (level[key] / base[key] if level[key] and base[key] else None)
         level["targets"] = {key: (level[key] is not None and level[key] <= limit)
@@ -293,6 +356,8 @@ def print_table(levels: list[dict]) -> None:
           f"{'answers/s':>9} {'TTFT p50/p95 vs N=1':>19} {'total p50/p95 vs N=1':>20} {'client CPU':>10} "
           f"{'server CPU/answer':>17} {'others CPU':>10}")
     for lv in levels:
+        if lv["students"] == 1 and "via" in lv:
+            print(f"via {lv['via']}:")
         answered = f"{lv['answered']}/{lv['asked']}"
         ttft_x = f"{f(lv['ttft_p50_x'], '.1f')}x / {f(lv['ttft_p95_x'], '.1f')}x"
         total_x = f"{f(lv['total_p50_x'], '.1f')}x / {f(lv['total_p95_x'], '.1f')}x"
@@ -388,6 +453,13 @@ def parse_levels(text: str) -> list[int]:
     return levels if levels[0] == 1 else [1, *levels]          # the N=1 baseline always runs
 
 
+def parse_via(text: str) -> list[str]:
+    vias = [v.strip() for v in text.split(",") if v.strip()]
+    if not vias or any(v not in ASK_VIA for v in vias):
+        raise argparse.ArgumentTypeError(f"--via {text!r}: give one or more of {', '.join(ASK_VIA)}, comma-separated")
+    return vias
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="indexed data dir (copied, not changed)")
@@ -399,7 +471,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--single-rounds", type=int, default=10, help="questions asked one by one at N=1")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds one question may take")
     parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds the app may take to start")
-    parser.add_argument("--via", choices=sorted(ASK_VIA), default="gradio", help="how the students reach the tutor")
+    parser.add_argument("--via", type=parse_via, default=["gradio"],
+                        help=f"how the students reach the tutor, comma-separated: {', '.join(ASK_VIA)}")
     parser.add_argument("--out", type=Path, default=None, help="write the figures and every question's record here")
     args = parser.parse_args(argv)
 
@@ -407,8 +480,7 @@ def main(argv: list[str] | None = None) -> dict:
     course = args.course or (courses[0] if courses else None)
     dataset = args.dataset or ROOT / "eval" / "datasets" / f"{course}.jsonl"
     pool = question_pool(dataset)
-    discover, ask = ASK_VIA[args.via]
-    run = {**git_lineage(), "via": args.via, "data_dir": str(args.data_dir), "course": course,
+    run = {**git_lineage(), "via": ",".join(args.via), "data_dir": str(args.data_dir), "course": course,
            "dataset": str(dataset), "skipped_types": list(NOT_ASKED), "pool": len(pool), "levels": args.levels,
            "single_rounds": args.single_rounds, "timeout_s": args.timeout, "cpus": os.cpu_count(),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -417,20 +489,23 @@ def main(argv: list[str] | None = None) -> dict:
         process, url = start_server(data, Path(tmp) / "server.log", args.start_timeout)
         levels, used = [], 0
         try:
-            app = discover(url)
             print(f"tutor chat on {url} (pid {process.pid}), course {course}, {len(pool)} distinct questions; "
                   f"commit {run['commit']}{' (dirty tree)' if run['dirty'] else ''}")
-            warm = asyncio.run(warm_up(url, app, ask, pool[-1], course, args.timeout))
-            if warm.error:
-                raise SystemExit(f"the warm-up question failed: {warm.error}")
-            for students in args.levels:
-                count = args.single_rounds if students == 1 else students
-                questions = take(pool, used, count)
-                used += count
-                levels.append(asyncio.run(run_level(students, questions, url, app, ask, course, args.timeout,
-                                                    process.pid)))
-                print(f"  {students} student(s): {levels[-1]['answered']}/{levels[-1]['asked']} answered "
-                      f"in {levels[-1]['wall_s']:.1f} s", flush=True)
+            for via in args.via:
+                discover, ask = ASK_VIA[via]
+                app = discover(url, data, course)
+                warm = asyncio.run(warm_up(url, app, ask, pool[-1], course, args.timeout))
+                if warm.error:
+                    raise SystemExit(f"the warm-up question via {via} failed: {warm.error}")
+                for students in args.levels:
+                    count = args.single_rounds if students == 1 else students
+                    questions = take(pool, used, count)
+                    used += count
+                    level = asyncio.run(run_level(students, questions, url, app, ask, course, args.timeout,
+                                                  process.pid))
+                    levels.append({"via": via, **level})
+                    print(f"  via {via}, {students} student(s): {level['answered']}/{level['asked']} answered "
+                          f"in {level['wall_s']:.1f} s", flush=True)
         finally:
             stop_server(process)
             if any(level["errors"] for level in levels):          # the server's side of the failures

@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from postgres import postgres_server, postgres_url  # noqa: E402,F401  (a throwaway PostgreSQL server)
+
 # The name the tiny model is served under by `transformers serve` (a hub-style id in a private cache).
 TINY_SERVED_ID = "course/tiny"
 

@@ -2,14 +2,17 @@
 reads out of both (questions per day, most-cited files, declined and low-confidence questions,
 thumbs-down answers), plus export of chosen chats as eval cases.
 
-    log = ChatLog(settings.data_dir / "chatlog.sqlite")
+    log = ChatLog.from_settings(settings)             # <data dir>/chatlog.sqlite, or database_url
+    log = ChatLog("data/chatlog.sqlite")              # a SQLite file; or a URL, "postgresql://..."
     chat_id = log.log_answer(session="abc", answer=answer)          # an `Answer` or its to_dict()
     log.record_feedback(chat_id, session="abc", rating=-1, category="wrong", comment="sign flipped")
     log.thumbs_down(course="dl-intro")                               # for the instructor tab
     log.export_eval_cases([chat_id], "cases.jsonl")                  # DESIGN.md eval format
 
-SQLite in WAL mode, one short connection per call, so the Gradio worker threads can all log at
-once. Sessions are opaque ids; feedback is accepted only from the session that asked the question.
+Through SQLAlchemy (`tutor/db/`): SQLite in WAL mode by default, PostgreSQL for a department; one
+short transaction per call, so the Gradio worker threads can all log at once. The schema is
+migrated on open. Sessions are opaque ids (an API question's is its key's owner); feedback is
+accepted only from the session that asked the question.
 """
 
 from __future__ import annotations
@@ -17,56 +20,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, and_, func, select
+
 from ingest.errors import TutorError
+from tutor.db import database_url, open_database, sqlite_url
+from tutor.db.schema import chats as chats_table
+from tutor.db.schema import feedback as feedback_table
 
 FEEDBACK_CATEGORIES = ("wrong", "unclear", "bad source", "gave away homework")
 # Answers whose best passage is this similar or less are "low confidence" for the instructor
 # (the out-of-scope floor is 0.30: these cleared it, but not by much).
 LOW_CONFIDENCE_SIMILARITY = 0.45
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS chats (
-    id             INTEGER PRIMARY KEY,
-    created        REAL NOT NULL,              -- unix time
-    session        TEXT NOT NULL,
-    course         TEXT NOT NULL,
-    mode           TEXT NOT NULL DEFAULT 'explain',
-    question       TEXT NOT NULL,
-    answer         TEXT NOT NULL,
-    citations      TEXT NOT NULL DEFAULT '[]', -- JSON: the Answer's citations
-    demos          TEXT NOT NULL DEFAULT '[]', -- JSON
-    refused        TEXT,                       -- NULL | out_of_scope | homework
-    backend        TEXT NOT NULL DEFAULT '',
-    model          TEXT NOT NULL DEFAULT '',
-    timings        TEXT NOT NULL DEFAULT '{}', -- JSON: seconds per stage
-    top_similarity REAL,
-    notice         TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS chats_course_created ON chats (course, created);
-CREATE TABLE IF NOT EXISTS feedback (
-    id       INTEGER PRIMARY KEY,
-    chat_id  INTEGER NOT NULL REFERENCES chats (id),
-    created  REAL NOT NULL,
-    session  TEXT NOT NULL,
-    rating   INTEGER NOT NULL CHECK (rating IN (-1, 1)),
-    category TEXT,
-    comment  TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS feedback_chat ON feedback (chat_id);
-"""
-# The latest rating of each chat: a student who changes their mind counts once, as they last said.
-_LATEST_FEEDBACK = """
-SELECT f.* FROM feedback f
-WHERE f.id = (SELECT MAX(g.id) FROM feedback g WHERE g.chat_id = f.chat_id)
-"""
 _MARKER = re.compile(r"\s?\[\d+(?:\s*,\s*\d+)*\]")
 _CODE_WORDS = re.compile(r"\b(?:code|python|pytorch|numpy|function|implement|error|bug)\b", re.I)
 
@@ -75,41 +45,43 @@ class ChatLogError(TutorError, ValueError):
     """A chat-log call was given something it cannot store; the message says what is accepted."""
 
 
-class ChatLog:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+def _latest_feedback():
+    """The latest rating of each chat: a student who changes their mind counts once, as they last said."""
+    f = feedback_table
+    latest = select(func.max(f.c.id).label("id")).group_by(f.c.chat_id).subquery("latest")
+    return select(f).join(latest, f.c.id == latest.c.id).subquery("f")
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:  # commits, or rolls back on an exception
-                yield db
-        finally:
-            db.close()
+
+class ChatLog:
+    def __init__(self, target: str | Path | Engine):
+        """`target`: a SQLite file's path, a database URL, or an engine already opened by `open_database`."""
+        if isinstance(target, Engine):
+            self.engine = target
+        else:
+            is_url = isinstance(target, str) and "://" in target
+            self.engine = open_database(target if is_url else sqlite_url(target))
+
+    @classmethod
+    def from_settings(cls, settings) -> ChatLog:
+        return cls(database_url(settings))
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def log_answer(self, session: str, answer: Any, created: float | None = None) -> int:
+    def log_answer(self, session: str, answer: Any, created: float | None = None,
+                   api_key_id: int | None = None) -> int:
         """Store one question and its answer; returns the chat id that feedback refers to."""
         data = answer if isinstance(answer, dict) else answer.to_dict()
-        with self._connect() as db:
-            cursor = db.execute(
-                "INSERT INTO chats (created, session, course, mode, question, answer, citations, demos, "
-                "refused, backend, model, timings, top_similarity, notice) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (created or time.time(), session, data.get("course", ""), data.get("mode", "explain"),
-                 data["question"], data["text"], json.dumps(data.get("citations", []), ensure_ascii=False),
-                 json.dumps(data.get("demos", []), ensure_ascii=False), data.get("refused"),
-                 data.get("backend", ""), data.get("model", ""), json.dumps(data.get("timings", {})),
-                 data.get("top_similarity"), data.get("notice", "")),
-            )
-            return int(cursor.lastrowid)
+        row = {
+            "created": created or time.time(), "session": session, "course": data.get("course", ""),
+            "mode": data.get("mode", "explain"), "question": data["question"], "answer": data["text"],
+            "citations": json.dumps(data.get("citations", []), ensure_ascii=False),
+            "demos": json.dumps(data.get("demos", []), ensure_ascii=False), "refused": data.get("refused"),
+            "backend": data.get("backend", ""), "model": data.get("model", ""),
+            "timings": json.dumps(data.get("timings", {})), "top_similarity": data.get("top_similarity"),
+            "notice": data.get("notice", ""), "api_key_id": api_key_id,
+        }
+        with self.engine.begin() as db:
+            return int(db.execute(chats_table.insert().values(row)).inserted_primary_key[0])
 
     def record_feedback(self, chat_id: int, session: str, rating: int, category: str | None = None,
                         comment: str = "") -> int:
@@ -119,78 +91,72 @@ class ChatLog:
         category = category or None
         if category is not None and category not in FEEDBACK_CATEGORIES:
             raise ChatLogError(f"feedback category {category!r} is unknown; accepted: {', '.join(FEEDBACK_CATEGORIES)}")
-        with self._connect() as db:
-            owner = db.execute("SELECT session FROM chats WHERE id = ?", (chat_id,)).fetchone()
-            if owner is None or owner["session"] != session:
+        with self.engine.begin() as db:
+            owner = db.execute(select(chats_table.c.session).where(chats_table.c.id == int(chat_id))).scalar()
+            if owner is None or owner != session:
                 raise ChatLogError(f"no answer {chat_id} in this conversation; rate an answer you were given")
-            cursor = db.execute(
-                "INSERT INTO feedback (chat_id, created, session, rating, category, comment) VALUES (?, ?, ?, ?, ?, ?)",
-                (chat_id, time.time(), session, rating, category, (comment or "").strip()[:2000]),
-            )
-            return int(cursor.lastrowid)
+            inserted = db.execute(feedback_table.insert().values(
+                chat_id=int(chat_id), created=time.time(), session=session, rating=rating, category=category,
+                comment=(comment or "").strip()[:2000]))
+            return int(inserted.inserted_primary_key[0])
 
     # -- reading -----------------------------------------------------------------------------------
 
     def chats(self, course: str | None = None, limit: int = 200, ids: list[int] | None = None) -> list[dict]:
         """Chats, newest first, each with its latest feedback (rating/category/comment or None)."""
-        where, params = _course_filter(course)
+        c, f = chats_table, _latest_feedback()
+        query = select(c, f.c.rating, f.c.category, f.c.comment).select_from(c.outerjoin(f, f.c.chat_id == c.c.id))
+        query = _for_course(query, course)
         if ids is not None:
-            where += f" AND c.id IN ({','.join('?' * len(ids))})"
-            params += [int(i) for i in ids]
-        rows = self._query(
-            f"SELECT c.*, f.rating, f.category, f.comment FROM chats c "
-            f"LEFT JOIN ({_LATEST_FEEDBACK}) f ON f.chat_id = c.id WHERE {where} "
-            f"ORDER BY c.created DESC, c.id DESC LIMIT ?", [*params, limit])
-        return [_decode(row) for row in rows]
+            query = query.where(c.c.id.in_([int(i) for i in ids]))
+        return [_decode(row) for row in self._rows(query.order_by(c.c.created.desc(), c.c.id.desc()).limit(limit))]
 
     def feedback_rows(self, chat_id: int) -> list[dict]:
-        return self._query("SELECT * FROM feedback WHERE chat_id = ? ORDER BY id", [chat_id])
+        f = feedback_table
+        return self._rows(select(f).where(f.c.chat_id == int(chat_id)).order_by(f.c.id))
 
     def questions_per_day(self, course: str | None = None, days: int = 30) -> list[tuple[str, int]]:
         """(YYYY-MM-DD, questions) for the last `days` days that had any, oldest first (local time)."""
-        where, params = _course_filter(course)
         since = time.time() - days * 86400
-        rows = self._query(
-            f"SELECT date(c.created, 'unixepoch', 'localtime') AS day, COUNT(*) AS n FROM chats c "
-            f"WHERE {where} AND c.created >= ? GROUP BY day ORDER BY day", [*params, since])
-        return [(row["day"], row["n"]) for row in rows]
+        query = _for_course(select(chats_table.c.created), course).where(chats_table.c.created >= since)
+        with self.engine.connect() as db:
+            # Grouped here rather than in SQL: "local time" is this server's, whatever the database's is.
+            counts = Counter(dt.date.fromtimestamp(created).isoformat() for created in db.execute(query).scalars())
+        return sorted(counts.items())
 
     def most_cited(self, course: str | None = None, limit: int = 10) -> list[tuple[str, int]]:
         """(file path, answers citing it), most cited first; a file cited twice in one answer counts once."""
-        where, params = _course_filter(course)
         counts: Counter[str] = Counter()
-        for row in self._query(f"SELECT c.citations FROM chats c WHERE {where}", params):
-            counts.update({c["locator"]["path"] for c in json.loads(row["citations"]) if c.get("locator")})
+        with self.engine.connect() as db:
+            for citations in db.execute(_for_course(select(chats_table.c.citations), course)).scalars():
+                counts.update({c["locator"]["path"] for c in json.loads(citations) if c.get("locator")})
         return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
 
     def refused(self, course: str | None = None, limit: int = 50) -> list[dict]:
         """Questions the tutor declined (out of scope, or graded homework), newest first."""
-        where, params = _course_filter(course)
-        rows = self._query(f"SELECT c.* FROM chats c WHERE {where} AND c.refused IS NOT NULL "
-                           f"ORDER BY c.created DESC, c.id DESC LIMIT ?", [*params, limit])
-        return [_decode(row) for row in rows]
+        c = chats_table
+        query = _for_course(select(c), course).where(c.c.refused.is_not(None))
+        return [_decode(row) for row in self._rows(query.order_by(c.c.created.desc(), c.c.id.desc()).limit(limit))]
 
     def low_confidence(self, course: str | None = None, threshold: float = LOW_CONFIDENCE_SIMILARITY,
                        limit: int = 50) -> list[dict]:
         """Answered questions whose best passage was only weakly similar: likely gaps in the material."""
-        where, params = _course_filter(course)
-        rows = self._query(
-            f"SELECT c.* FROM chats c WHERE {where} AND c.refused IS NULL AND c.top_similarity IS NOT NULL "
-            f"AND c.top_similarity < ? ORDER BY c.top_similarity, c.id DESC LIMIT ?", [*params, threshold, limit])
-        return [_decode(row) for row in rows]
+        c = chats_table
+        query = _for_course(select(c), course).where(
+            c.c.refused.is_(None), c.c.top_similarity.is_not(None), c.c.top_similarity < threshold)
+        return [_decode(row) for row in self._rows(query.order_by(c.c.top_similarity, c.c.id.desc()).limit(limit))]
 
     def thumbs_down(self, course: str | None = None, limit: int = 50) -> list[dict]:
         """Answers whose latest rating is a thumbs down, newest first, with category and comment."""
-        where, params = _course_filter(course)
-        rows = self._query(
-            f"SELECT c.*, f.rating, f.category, f.comment FROM chats c JOIN ({_LATEST_FEEDBACK}) f "
-            f"ON f.chat_id = c.id WHERE {where} AND f.rating = -1 ORDER BY f.created DESC, c.id DESC LIMIT ?",
-            [*params, limit])
-        return [_decode(row) for row in rows]
+        c, f = chats_table, _latest_feedback()
+        query = select(c, f.c.rating, f.c.category, f.c.comment).select_from(
+            c.join(f, and_(f.c.chat_id == c.c.id, f.c.rating == -1)))
+        query = _for_course(query, course).order_by(f.c.created.desc(), c.c.id.desc()).limit(limit)
+        return [_decode(row) for row in self._rows(query)]
 
-    def _query(self, sql: str, params: list) -> list[dict]:
-        with self._connect() as db:
-            return [dict(row) for row in db.execute(sql, params).fetchall()]
+    def _rows(self, query) -> list[dict]:
+        with self.engine.connect() as db:
+            return [dict(row._mapping) for row in db.execute(query)]
 
     # -- export ------------------------------------------------------------------------------------
 
@@ -244,8 +210,8 @@ def guess_case_type(question: str, answer: str) -> str:
     return "factual"
 
 
-def _course_filter(course: str | None) -> tuple[str, list]:
-    return ("c.course = ?", [course]) if course else ("1 = 1", [])
+def _for_course(query, course: str | None):
+    return query.where(chats_table.c.course == course) if course else query
 
 
 def _decode(row: dict) -> dict:
