@@ -2,11 +2,15 @@
 
 Each check is a plain function over retrieval hits and text, so it holds whatever the model does:
 - `out_of_scope`: nothing retrieved is similar enough to the question (threshold calibrated on the
-  shipped course's question set by `benchmarks/calibrate_policy.py`);
+  shipped course's question set by `benchmarks/retrieval_quality.py`);
 - `match_assignment`: the question names an assignment or closely matches its text;
 - `looks_like_injection`: the question tries to override the rules;
 - `solution_leak`: a draft answer overlaps a solution chunk (shared word 6-grams, or the solution's
   own numbers) beyond a threshold, and is then withheld.
+
+The texts students read when the tutor declines or gives hints only are here too (`decline_text`,
+`private_text`, `homework_text`), naming the course by `CourseConfig.display_title`. `tutor/integrity.py` applies the
+rules with the course index at hand (and spots graded-work and private-data requests by their words).
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ingest.course import Assignment, CourseConfig
 from ingest.lexical import lexical_tokens
 from ingest.model import Chunk
 
-# Calibrated with benchmarks/calibrate_policy.py on eval/datasets/dl-intro.jsonl (see its output).
+# Calibrated with benchmarks/retrieval_quality.py on eval/datasets/dl-intro.jsonl (see its output).
 OUT_OF_SCOPE_SIMILARITY = 0.30
 HOMEWORK_SIMILARITY = 0.667
 # A question at least this close to an assignment, and closer to it than to any teaching material,
@@ -26,6 +31,8 @@ HOMEWORK_RELATIVE_FLOOR = 0.40
 INJECTION_HOMEWORK_SIMILARITY = 0.40
 LEAK_SHINGLE_SHARE = 0.12
 LEAK_NUMBERS = 2
+# The title of graded work no `[[assignments]]` entry names ("write my project report").
+GRADED_WORK_TITLE = "graded work"
 
 _ASSIGNMENT_NAME = re.compile(
     r"\b(?:hw|homework|assignment|problem set|pset)\s*#?\s*(\d+)\b", re.I)
@@ -57,7 +64,7 @@ def looks_like_injection(text: str) -> bool:
     return bool(_INJECTION.search(text))
 
 
-def match_assignment(question: str, assignments: list[dict], assignment_hits: list[tuple[Chunk, float]],
+def match_assignment(question: str, assignments: list[Assignment], assignment_hits: list[tuple[Chunk, float]],
                      threshold: float = HOMEWORK_SIMILARITY, teaching_similarity: float = 1.0
                      ) -> AssignmentMatch | None:
     """The assignment the question is about: named (hw1, "homework 2"), near-verbatim in its text, or
@@ -65,21 +72,20 @@ def match_assignment(question: str, assignments: list[dict], assignment_hits: li
 
     `assignment_hits` are the best assignment/solution chunks for the question with their dense
     similarity; `teaching_similarity` is the best similarity among the teaching material."""
-    by_id = {a["id"].lower(): a for a in assignments}
+    by_id = {a.id.lower(): a for a in assignments}
     named = _ASSIGNMENT_NAME.search(question)
     if named:
         for key in (f"hw{named.group(1)}", f"homework{named.group(1)}", f"assignment{named.group(1)}"):
             if key in by_id:
                 a = by_id[key]
-                return AssignmentMatch(a["id"], a["title"], a.get("path", ""), a.get("solution", ""),
-                                       f"names {named.group(0)}")
+                return AssignmentMatch(a.id, a.title, a.path, a.solution, f"names {named.group(0)}")
     for chunk, similarity in assignment_hits:
         relative = similarity >= HOMEWORK_RELATIVE_FLOOR and similarity >= teaching_similarity
         if similarity < threshold and not relative:
             continue
         for a in assignments:
-            if chunk.locator.path in (a.get("path"), a.get("solution")):
-                return AssignmentMatch(a["id"], a["title"], a.get("path", ""), a.get("solution", ""),
+            if chunk.locator.path in (a.path, a.solution):
+                return AssignmentMatch(a.id, a.title, a.path, a.solution,
                                        f"matches {chunk.locator.label()} (similarity {similarity:.2f})")
     return None
 
@@ -111,19 +117,27 @@ def solution_leak(answer: str, solution_chunks: list[Chunk], public_text: str) -
     return ""
 
 
-def decline_text(course: dict) -> str:
-    topics = [s["topic"] for s in course.get("schedule", []) if s.get("topic")]
+def decline_text(course: CourseConfig) -> str:
+    topics = [s.topic for s in course.schedule if s.topic]
     offer = ("I can help with the topics of this course, for example: " + "; ".join(topics[:6]) + "."
              if topics else "I can help with questions about this course's lectures, readings and demos.")
     return ("I can only answer questions about the material of "
-            f"{course.get('title') or 'this course'}, and I found nothing in it about this. " + offer)
+            f"{course.display_title}, and I found nothing in it about this. " + offer)
+
+
+def private_text(course: CourseConfig) -> str:
+    """The reply to a question about someone else's grades or personal details."""
+    return ("I can't look up or share other people's grades, submissions or personal details: they are "
+            f"private, and all I can see is the material of {course.display_title}. For your own grades, ask "
+            "the course staff. I'm happy to help with the material itself.")
 
 
 def homework_text(match: AssignmentMatch, pointers: list[tuple[int, str]], problem: str = "") -> str:
     """The hints-only reply for a graded question: the policy, guiding questions, cited pointers.
 
-    A match without an id is no known assignment (a leak caught with nothing matched: its title is a
-    placeholder), so the reply names none rather than print an empty '()'."""
+    A match without an id is no known assignment (a request for graded work that `course.toml` does
+    not list, or a leak caught with nothing matched: its title is a placeholder), so the reply names
+    none rather than print an empty '()'."""
     aid, title = match.id.strip(), match.title.strip()
     if not aid:
         assignment = "a graded assignment"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingest.course import CourseConfig
 from ingest.model import Chunk
+from tutor.policy import GRADED_WORK_TITLE
 
 SYSTEM_TEMPLATE = """\
 You are the teaching assistant of the course "{title}". You help students understand the course \
@@ -39,6 +41,11 @@ HOMEWORK_RULE = (
     "answers. Give at most three hints, ask guiding questions, and cite the lecture material that "
     "teaches the needed idea."
 )
+GRADED_WORK_RULE = (
+    "\nThis question asks for graded work (an assignment, lab, report, project or exam). Do not do it "
+    "or give its answers. Give at most three hints, ask guiding questions, and cite the lecture material "
+    "that teaches the needed idea."
+)
 DEFAULT_POLICY = "Use the tutor to learn: ask for explanations and hints, and credit any AI help you use."
 
 
@@ -58,16 +65,18 @@ def format_sources(sources: list[Source]) -> str:
     return "\n\n".join(f"{s.header()}\n{s.context}" for s in sources)
 
 
-def build_messages(question: str, sources: list[Source], course: dict, mode: str = "explain",
+def build_messages(question: str, sources: list[Source], course: CourseConfig, mode: str = "explain",
                    history: list[tuple[str, str]] | None = None, homework_title: str = "") -> list[dict]:
     """The chat messages for one turn: system rules, earlier turns, then sources and question."""
     system = SYSTEM_TEMPLATE.format(
-        title=course.get("title") or course.get("id", "this course"),
-        policy=course.get("policy") or DEFAULT_POLICY,
+        title=course.display_title,
+        policy=course.policy or DEFAULT_POLICY,
         mode_rule=MODE_RULES.get(mode, MODE_RULES["explain"]),
     )
     if homework_title:
-        system += HOMEWORK_RULE.format(title=homework_title)
+        # Graded work that no course.toml assignment names has the placeholder title, not a name.
+        graded_work = homework_title == GRADED_WORK_TITLE
+        system += GRADED_WORK_RULE if graded_work else HOMEWORK_RULE.format(title=homework_title)
     messages = [{"role": "system", "content": system}]
     for user_turn, tutor_turn in (history or [])[-3:]:
         messages.append({"role": "user", "content": user_turn})

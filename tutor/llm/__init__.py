@@ -15,6 +15,12 @@ now: fall back to `extractive`, retry later) and `LLMRequestError` (this request
 wrong: fix it, retrying will not help). `LLMContextTooLongError`, a kind of `LLMRequestError`, says
 the prompt did not fit the model's context window: a shorter one (fewer sources) may pass.
 
+Most backends read the sources in the prompt. One that has no model to read a prompt with (the
+`extractive` backend) sets `reads_sources = True` and is handed them, with what it needs to rank
+their sentences, as a typed `Grounding`:
+
+    backend.stream(messages, grounding=Grounding(question, sources, embed, question_vector, sentences))
+
 A server that fails before its first token is marked down process-wide (see `tutor.llm.breaker`):
 until a background probe finds it answering, its backends fail at once instead of waiting on it.
 `llm_status()` lists each server's state and last error, for the instructor.
@@ -26,13 +32,21 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 from ingest.errors import ConfigError, TutorError
 from tutor.llm.breaker import llm_status
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ingest.sentences import SentenceVectors
+    from tutor.prompt import Source
+
 __all__ = [
     "BackendConfig",
     "ConfigError",
+    "Grounding",
     "LLMBackend",
     "LLMContextTooLongError",
     "LLMRequestError",
@@ -88,11 +102,32 @@ class BackendConfig:
             raise ConfigError(f"LLM retry_backoff_s must be 0 or more, got {self.retry_backoff_s!r}")
 
 
+@dataclass(frozen=True)
+class Grounding:
+    """What a backend that reads the sources itself answers from, instead of a prompt.
+
+    `question` is the student's question with abbreviations spelled out; `sources` are the numbered
+    passages the answer may cite; `sentences` holds the vectors ingest computed for their quotable
+    sentences and `question_vector` the question's, so that normally nothing is embedded while a
+    student waits; `embed` embeds whatever is missing."""
+
+    question: str
+    sources: list[Source]
+    embed: Callable[[list[str]], np.ndarray]
+    question_vector: np.ndarray | None = None
+    sentences: SentenceVectors | None = None
+    mode: str = "explain"
+
+
 class LLMBackend(ABC):
-    """Streams a chat answer as text deltas. Subclasses set `name` and `model` and write `stream`."""
+    """Streams a chat answer as text deltas. Subclasses set `name` and `model` and write `stream`.
+
+    A backend with `reads_sources = True` answers from the `grounding` it is given rather than from the
+    prompt; the answer engine gives one to such backends only, so the others never see it."""
 
     name: str
     model: str
+    reads_sources: ClassVar[bool] = False
 
     @abstractmethod
     def stream(
@@ -102,9 +137,12 @@ class LLMBackend(ABC):
         max_tokens: int = 512,
         temperature: float = 0.2,
         stop: list[str] | None = None,
+        grounding: Grounding | None = None,
         **opts,
     ) -> Iterator[str]:
-        """Yield the answer to `messages` ({"role", "content"} dicts) piece by piece, as generated."""
+        """Yield the answer to `messages` ({"role", "content"} dicts) piece by piece, as generated.
+
+        `opts` are passed on to the model (server request fields, `generate` arguments)."""
 
     def complete(self, messages: list[dict], **opts) -> str:
         """The whole answer at once: `stream` joined, for callers that do not show progress."""
