@@ -25,16 +25,16 @@ class _EvalGroup(typer.core.TyperGroup):
 
 eval_app = typer.Typer(
     cls=_EvalGroup, no_args_is_help=True,
-    help="Measure answer quality: `tutor eval DATASET` runs a question set; compare, gate, generate, from-feedback.")
+    help="Measure answer quality: `tutor eval DATASET` runs a question set; compare, gate, promotion-check, "
+         "generate, from-feedback.")
 
 JudgeName = Annotated[str, typer.Option("--judge", help="auto | embedding | lexical | llm (auto: llm when "
                                         "--judge-base-url is set, else embedding).")]
-JudgeUrl = Annotated[str, typer.Option("--judge-base-url", envvar="TUTOR_JUDGE_BASE_URL",
-                                       help="OpenAI-compatible server of the llm judge.")]
-JudgeModel = Annotated[str, typer.Option("--judge-model", envvar="TUTOR_JUDGE_MODEL",
-                                         help="Model name of the llm judge.")]
-JudgeKey = Annotated[str, typer.Option("--judge-api-key", envvar="TUTOR_JUDGE_API_KEY",
-                                       help="API key of the judge server.")]
+# The judge server is a setting like any other (judge_base_url in tutor.toml, TUTOR_JUDGE_BASE_URL, ...);
+# these flags win over it.
+JudgeUrl = Annotated[Optional[str], typer.Option("--judge-base-url", help="OpenAI-compatible server of the llm judge.")]
+JudgeModel = Annotated[Optional[str], typer.Option("--judge-model", help="Model name of the llm judge.")]
+JudgeKey = Annotated[Optional[str], typer.Option("--judge-api-key", help="API key of the judge server.")]
 
 
 @eval_app.command("run")
@@ -48,12 +48,14 @@ def eval_run(
     backend: Backend = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="explain | socratic")] = None,
     judge: JudgeName = "auto",
-    judge_base_url: JudgeUrl = "",
-    judge_model: JudgeModel = "",
-    judge_api_key: JudgeKey = "",
+    judge_base_url: JudgeUrl = None,
+    judge_model: JudgeModel = None,
+    judge_api_key: JudgeKey = None,
     workers: Annotated[int, typer.Option(
         "--workers", help="Questions answered at once (latency is measured under this load).")] = 4,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N cases.")] = None,
+    cases: Annotated[Optional[str], typer.Option(
+        "--cases", help="Only cases whose id matches this regular expression, e.g. '^(ho|oos)-'.")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the answers already in --out.")] = False,
     as_json: AsJson = False,
 ) -> None:
@@ -66,14 +68,14 @@ def eval_run(
     from tutor.answer import Tutor
     from tutor.settings import load_settings
 
-    settings = load_settings(data_dir=data_dir, course=course, llm_backend=backend, mode=mode)
+    settings = load_settings(data_dir=data_dir, course=course, llm_backend=backend, mode=mode,
+                             judge_base_url=judge_base_url, judge_model=judge_model, judge_api_key=judge_api_key)
     tutor = Tutor.from_settings(settings)
     out = out or settings.data_dir / "eval" / f"{dataset.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = JudgeConfig(base_url=judge_base_url, model=judge_model, api_key=judge_api_key,
-                         cache_path=out / "judge-cache.sqlite")
+    config = JudgeConfig.from_settings(settings, cache_path=out / "judge-cache.sqlite")
     judge_impl = create_judge(resolve_judge_name(judge, config), config, embedder=tutor.embedder)
     run = evaluate(dataset, out, tutor, judge_impl, workers=workers, mode=mode, limit=limit, restart=restart,
-                   progress=not as_json)
+                   progress=not as_json, cases_matching=cases)
     typer.echo(json.dumps(run.metrics) if as_json else summary_text(run))
 
 
@@ -124,25 +126,22 @@ def eval_generate(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the chunk sample.")] = 0,
     course: Course = None,
     data_dir: DataDir = None,
-    judge_base_url: JudgeUrl = "",
-    judge_model: JudgeModel = "",
-    judge_api_key: JudgeKey = "",
+    judge_base_url: JudgeUrl = None,
+    judge_model: JudgeModel = None,
+    judge_api_key: JudgeKey = None,
 ) -> None:
     """Write a synthetic question set from the course index, using the llm judge's model."""
     from eval.dataset import write_dataset
     from eval.generate import generate_cases
     from eval.judge_llm import LLMJudge
     from eval.judges import JudgeConfig
-    from ingest.embed import Embedder
-    from ingest.store import load_index
-    from tutor.answer import resolve_course
     from tutor.settings import load_settings
 
-    settings = load_settings(data_dir=data_dir, course=course)
-    index = load_index(settings.index_root(), resolve_course(settings.index_root(), settings.course))
-    judge = LLMJudge(JudgeConfig(base_url=judge_base_url, model=judge_model, api_key=judge_api_key,
-                                 cache_path=settings.data_dir / "cache" / "judge-cache.sqlite"))
-    report = generate_cases(index, judge, Embedder(settings.embedding_model), count=count, seed=seed)
+    settings = load_settings(data_dir=data_dir, course=course, judge_base_url=judge_base_url,
+                             judge_model=judge_model, judge_api_key=judge_api_key)
+    index = settings.open_index()
+    judge = LLMJudge(JudgeConfig.from_settings(settings, cache_path=settings.data_dir / "cache" / "judge-cache.sqlite"))
+    report = generate_cases(index, judge, settings.embedder(), count=count, seed=seed)
     write_dataset(out, report.cases)
     typer.echo(f"{report.summary()}\nwrote {out}")
 
@@ -164,13 +163,37 @@ def eval_from_feedback(
     if export:
         new = cases_from_export(export)
     else:
-        new = cases_from_chatlog(open_chatlog(load_settings(data_dir=data_dir).data_dir), course=course)
+        new = cases_from_chatlog(open_chatlog(load_settings(data_dir=data_dir)), course=course)
     existing = load_dataset(out) if out.is_file() and out.stat().st_size else []
     cases = merge_cases(existing, new)
     write_dataset(out, cases)
     needs = sum(1 for c in new if c.extra.get("needs"))
     typer.echo(f"{len(cases) - len(existing)} new cases ({needs} need a reference or sources filled in); "
                f"{len(cases)} in {out}")
+
+
+@eval_app.command("promotion-check")
+@friendly_errors
+def eval_promotion_check(
+    candidate: Annotated[Path, typer.Argument(help="Eval run made with the candidate adapter.")],
+    against: Annotated[Optional[Path], typer.Option(
+        "--against", help="Eval run it must not be worse than (the current adapter's, or the base model's).")] = None,
+    against_label: Annotated[str, typer.Option("--against-label", help="How failures name that run.")] = "",
+    thresholds: Annotated[Optional[Path], typer.Option(
+        "--thresholds", help="Thresholds TOML (default: eval/thresholds/<course>-promote.toml).")] = None,
+    course: Course = None,
+    as_json: AsJson = False,
+) -> None:
+    """The adapter promotion gate (what `tutor adapters promote` asks): exit 1 naming each failure."""
+    from eval.promotion import promotion_failures
+
+    failures = promotion_failures(candidate, against, against_label, thresholds, course or "")
+    if as_json:
+        typer.echo(json.dumps({"passed": not failures, "failures": failures}))
+    else:
+        typer.echo("\n".join(failures) if failures else "promotion gate passed")
+    if failures:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""Two eval runs side by side: each metric's delta with a paired bootstrap 95% CI, and flipped cases.
+"""Two eval runs side by side: each metric's delta with a paired bootstrap 95% CI, each side's own
+95% CI (`eval.stats`: Wilson for yes/no rates, else bootstrap), and flipped cases.
 
     comparison = compare_runs(load_run("runs/base"), load_run("runs/lora"))
     print(comparison_markdown(comparison))
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.scoring import METRICS, MetricSpec
+from eval.stats import value_interval
 from ingest.errors import TutorError
 
 BOOTSTRAP_SAMPLES = 2000
@@ -92,6 +94,7 @@ def compare_runs(a: StoredRun, b: StoredRun, samples: int = BOOTSTRAP_SAMPLES, s
         pairs = [(a.scores[i]["values"].get(spec.key), b.scores[i]["values"].get(spec.key)) for i in common]
         pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
         row = {"metric": spec.name, "a": value_a, "b": value_b,
+               "a_ci": _side_interval(a, spec), "b_ci": _side_interval(b, spec),
                "delta": None if value_a is None or value_b is None else value_b - value_a,
                "ci": None, "paired": len(pairs), "verdict": "n/a"}
         if len(pairs) >= 2:
@@ -102,6 +105,13 @@ def compare_runs(a: StoredRun, b: StoredRun, samples: int = BOOTSTRAP_SAMPLES, s
         rows.append(row)
     return {"a": str(a.path), "b": str(b.path), "paired_cases": len(common), "metrics": rows,
             "flips": flipped_cases(a, b, common), "seed": seed, "samples": samples}
+
+
+def _side_interval(run: StoredRun, spec: MetricSpec) -> list[float] | None:
+    """95% interval of one run's metric over its own cases (Wilson for 0/1 values, else bootstrap)."""
+    values = [s["values"].get(spec.key) for s in run.scores.values()]
+    interval, _ = value_interval(np.array([v for v in values if v is not None], dtype=float), spec.reduce)
+    return list(interval) if interval else None
 
 
 def _verdict(low: float, high: float, higher_is_better: bool) -> str:
@@ -130,14 +140,19 @@ def comparison_markdown(comparison: dict) -> str:
     def num(v) -> str:
         return "-" if v is None else f"{v:.3f}"
 
+    def side(value, interval) -> str:
+        return num(value) + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
     lines = [f"A: {comparison['a']}", f"B: {comparison['b']}",
-             f"{comparison['paired_cases']} cases in both; 95% CI by paired bootstrap "
+             f"{comparison['paired_cases']} cases in both. A and B: value [95% CI over the run's cases: Wilson "
+             "for yes/no rates, else bootstrap]; B - A: 95% CI by paired bootstrap "
              f"({comparison['samples']} resamples, seed {comparison['seed']})", "",
              "| metric | A | B | B - A | 95% CI | verdict |", "|---|---|---|---|---|---|"]
     for row in comparison["metrics"]:
         ci = f"[{row['ci'][0]:+.3f}, {row['ci'][1]:+.3f}]" if row["ci"] else "-"
         delta = "-" if row["delta"] is None else f"{row['delta']:+.3f}"
-        lines.append(f"| {row['metric']} | {num(row['a'])} | {num(row['b'])} | {delta} | {ci} | {row['verdict']} |")
+        lines.append(f"| {row['metric']} | {side(row['a'], row.get('a_ci'))} | {side(row['b'], row.get('b_ci'))} "
+                     f"| {delta} | {ci} | {row['verdict']} |")
     flips = comparison["flips"]
     lines += ["", f"## Flipped cases ({sum(f['change'] == 'fixed' for f in flips)} fixed, "
                   f"{sum(f['change'] == 'broke' for f in flips)} broke)", ""]

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from eval.judges import Judge, JudgeConfig, Verdict, register_judge
+from eval.judge_base import Judge, JudgeConfig, Verdict
 from ingest.errors import ConfigError, TutorError
 from tutor.llm import BackendConfig, LLMBackend, create_backend
 
@@ -173,7 +173,7 @@ class LLMJudge(Judge):
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        reply = self.backend.complete(messages, max_tokens=300, temperature=0.0)
+        reply = self.backend.complete(messages, max_tokens=self.config.max_tokens, temperature=0.0)
         with self._count:
             self.calls += 1
         self.cache.put(key, reply)
@@ -195,8 +195,3 @@ class LLMJudge(Judge):
 
     def describe(self) -> dict:
         return {**self.config.describe(), "name": self.name, "model": self.backend.model or self.config.model}
-
-
-@register_judge("llm")
-def _create_llm(config: JudgeConfig, embedder) -> Judge:
-    return LLMJudge(config)

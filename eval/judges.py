@@ -11,94 +11,35 @@ One small interface, chosen by name, registered like the LLM backends:
 - `embedding`: cosine similarity of the sentence-transformers vectors (the tutor's own embedder).
 - `llm`: any OpenAI-compatible chat model through `tutor.llm` (default backend `openai`), asked a
   rubric question and made to reply in JSON; replies are cached by a hash of model and prompt in
-  SQLite, so re-scoring a run costs nothing. See `eval.judge_llm`.
+  SQLite, so re-scoring a run costs nothing. See `eval.judge_llm`. It has run against the bundled
+  SmolLM2-135M (`tests/test_judge_smollm2.py`): none of its 4 verdicts in the slow test was even
+  readable JSON, so use a stronger model as judge, and keep `embedding` (the default) otherwise.
+
+The interface, `Verdict`, `JudgeConfig` and the registry live in `eval.judge_base`, which both this
+module and `eval.judge_llm` import, so neither imports the other.
 
 Every metric in `metrics.json` records the judge that produced it.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 
+from eval.judge_base import Judge, JudgeConfig, Verdict, register_judge, registered_judges
 from eval.metrics import token_f1, words
-from tutor.citations import split_sentences
 from ingest.errors import ConfigError
 from ingest.lexical import lexical_tokens
+from tutor.citations import split_sentences
+
+__all__ = ["Judge", "JudgeConfig", "Verdict", "create_judge", "judge_names", "register_judge",
+           "resolve_judge_name"]
 
 LEXICAL_SUPPORT = 0.5      # share of a sentence's content words the passage must contain
 EMBEDDING_SUPPORT = 0.65   # cosine similarity of a sentence and its closest passage sentence (all-MiniLM-L6-v2)
 
 
-@dataclass
-class Verdict:
-    """A judge's decision: `score` in [0, 1] (None when it could not decide), `passed` for a yes/no
-    question (does the passage support the sentence?), and its reasoning in words."""
-
-    score: float | None
-    passed: bool | None = None
-    reason: str = ""
-
-
-@dataclass
-class JudgeConfig:
-    """Settings of the `llm` judge (the offline judges need none)."""
-
-    backend: str = field(default="openai", metadata={"help": "tutor.llm backend that reaches the judge model"})
-    base_url: str = field(default="", metadata={"help": "OpenAI-compatible server URL of the judge model"})
-    model: str = field(default="", metadata={"help": "served name of the judge model"})
-    api_key: str = field(default="", metadata={"help": "API key of the judge server, if it wants one"})
-    timeout_s: float = field(default=120.0, metadata={"help": "longest wait for one verdict"})
-    cache_path: Path | None = field(default=None, metadata={"help": "SQLite file of cached verdicts"})
-    workers: int = field(default=4, metadata={"help": "verdicts requested at once"})
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ConfigError(f"judge workers must be 1 or more, got {self.workers!r}")
-
-    def describe(self) -> dict:
-        """The settings worth recording with a run (never the API key)."""
-        return {"backend": self.backend, "base_url": self.base_url, "model": self.model}
-
-
-class Judge(ABC):
-    """Scores correctness against a reference and support of a sentence by a passage, in batches."""
-
-    name: str
-
-    @abstractmethod
-    def correctness(self, items: list[tuple[str, str, str]]) -> list[Verdict]:
-        """One verdict per (question, answer, reference): how well the answer matches the reference."""
-
-    @abstractmethod
-    def support(self, pairs: list[tuple[str, str]]) -> list[Verdict]:
-        """One verdict per (sentence, passage): does the passage support the sentence?"""
-
-    def describe(self) -> dict:
-        return {"name": self.name}
-
-
-JudgeFactory = Callable[[JudgeConfig, object], Judge]
-_FACTORIES: dict[str, JudgeFactory] = {}
-
-
-def register_judge(name: str) -> Callable[[JudgeFactory], JudgeFactory]:
-    """Decorator: make `factory(config, embedder) -> Judge` available as `create_judge(name)`."""
-
-    def decorator(factory: JudgeFactory) -> JudgeFactory:
-        _FACTORIES[name] = factory
-        return factory
-
-    return decorator
-
-
 def judge_names() -> list[str]:
-    _import_builtins()
-    return sorted(_FACTORIES)
+    return sorted(registered_judges())
 
 
 def resolve_judge_name(name: str, config: JudgeConfig) -> str:
@@ -110,14 +51,10 @@ def resolve_judge_name(name: str, config: JudgeConfig) -> str:
 
 def create_judge(name: str, config: JudgeConfig | None = None, embedder=None) -> Judge:
     """The judge registered as `name`; `embedder` (an `ingest.embed.Embedder`) is shared when given."""
-    _import_builtins()
-    if name not in _FACTORIES:
-        raise ConfigError(f"unknown judge {name!r}; choose one of: {', '.join(sorted(_FACTORIES))}")
-    return _FACTORIES[name](config or JudgeConfig(), embedder)
-
-
-def _import_builtins() -> None:
-    import eval.judge_llm  # noqa: F401  (registers `llm`; kept apart for its prompts and cache)
+    factories = registered_judges()
+    if name not in factories:
+        raise ConfigError(f"unknown judge {name!r}; choose one of: {', '.join(sorted(factories))}")
+    return factories[name](config or JudgeConfig(), embedder)
 
 
 class LexicalJudge(Judge):
@@ -192,3 +129,10 @@ def _create_lexical(config: JudgeConfig, embedder) -> Judge:
 @register_judge("embedding")
 def _create_embedding(config: JudgeConfig, embedder) -> Judge:
     return EmbeddingJudge(embedder)
+
+
+@register_judge("llm")
+def _create_llm(config: JudgeConfig, embedder) -> Judge:
+    from eval.judge_llm import LLMJudge  # its prompts and cache load only when it is chosen
+
+    return LLMJudge(config)

@@ -139,6 +139,13 @@ def answer_claims(text: str) -> list[Claim]:
     return claims
 
 
+def citations_valid(text: str, cited: Iterable[int]) -> float:
+    """1.0 when the answer has at least one `[n]` (outside code) and every one names a source in
+    `cited` (the numbers of the answer's citations), else 0.0."""
+    numbers = [int(n) for m in MARKER.finditer(_FENCE.sub(" ", text)) for n in m.group(1).split(",")]
+    return float(bool(numbers) and set(numbers) <= set(cited))
+
+
 def citation_pairs(claims: Sequence[Claim]) -> list[tuple[int, int]]:
     """(claim index, cited number) for every distinct citation of every claim."""
     return [(i, n) for i, claim in enumerate(claims) for n in claim.cites]

@@ -147,7 +147,8 @@ def summary_text(run) -> str:
     from_file = len(run.scores) - run.answered
     lines = [f"{len(run.scores)} cases ({run.answered} answered now, {from_file} from results.jsonl); "
              f"judge: {run.settings.get('judge', {}).get('name', '?')}"]
-    for name in ("retrieval.hit@5", "retrieval.recall@5", "retrieval.mrr", "citations.precision", "citations.recall",
+    for name in ("retrieval.hit@5", "retrieval.recall@5", "retrieval.mrr", "citations.validity",
+                 "citations.precision", "citations.recall",
                  "correctness.score", "faithfulness.score", "declines.accuracy", "homework.leak_rate",
                  "latency.total_p50_s", "latency.total_p95_s"):
         if name in run.metrics:
@@ -179,5 +180,5 @@ def write_report(run) -> dict[str, Path]:
     }
     descriptions = {name: METRIC_BY_NAME[name].description for name in document["metrics"]}
     paths["report.html"].write_text(
-        render_html(title, document, descriptions, plots, worst, run.settings), encoding="utf-8")
+        render_html(title, document, descriptions, plots, worst, run.settings, HEADLINE), encoding="utf-8")
     return paths

@@ -82,13 +82,12 @@ def _fmt(value) -> str:
 
 
 def render_html(title: str, document: dict, descriptions: dict[str, str], plots: dict[str, str],
-                worst: list[dict], settings: dict) -> str:
-    from eval.report import HEADLINE
-
+                worst: list[dict], settings: dict, headline: tuple[str, ...]) -> str:
+    """The page; `headline` names the metrics shown per case type and per difficulty."""
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     template = env.from_string(TEMPLATE)
     return template.render(
         title=title, document=document, descriptions=descriptions, plots=plots, worst=worst,
-        settings=settings, settings_json=json.dumps(settings, indent=1, default=str), headline=HEADLINE,
+        settings=settings, settings_json=json.dumps(settings, indent=1, default=str), headline=headline,
         fmt=_fmt,
     )

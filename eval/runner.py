@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
 import threading
 import time
@@ -183,12 +184,16 @@ def check_resumable(out_dir: Path, lineage: dict) -> None:
 
 def evaluate(dataset: str | Path, out_dir: Path, tutor, judge: Judge, *, workers: int = 4,
              mode: str | None = None, limit: int | None = None, restart: bool = False,
-             progress: bool = True, report: bool = True) -> EvalRun:
-    """Answer (resumably), score and report a question set; see the module docstring."""
+             progress: bool = True, report: bool = True, cases_matching: str | None = None) -> EvalRun:
+    """Answer (resumably), score and report a question set; see the module docstring.
+
+    `cases_matching` (a regular expression searched in each case id) keeps a subset, e.g.
+    `^(ho|oos)-`; it is applied before `limit` and recorded in the run's settings."""
     dataset = Path(dataset)
-    cases = load_dataset(dataset)[: limit if limit and limit > 0 else None]
+    cases = select_cases(load_dataset(dataset), cases_matching)[: limit if limit and limit > 0 else None]
     out_dir = Path(out_dir)
     lineage = run_lineage(dataset, cases, tutor, judge, mode, workers)
+    lineage["dataset"]["cases_matching"] = cases_matching or ""  # not a lineage key: a wider pattern resumes
     if restart and (out_dir / RESULTS).is_file():
         (out_dir / RESULTS).unlink()
     check_resumable(out_dir, lineage)
@@ -204,6 +209,21 @@ def evaluate(dataset: str | Path, out_dir: Path, tutor, judge: Judge, *, workers
 
         write_report(run)
     return run
+
+
+def select_cases(cases: Sequence[EvalCase], pattern: str | None) -> list[EvalCase]:
+    """The cases whose id matches `pattern` (searched, not anchored); all of them without one."""
+    if not pattern:
+        return list(cases)
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--cases {pattern!r} is not a regular expression: {exc}") from None
+    chosen = [c for c in cases if compiled.search(c.id)]
+    if not chosen:
+        raise ConfigError(f"--cases {pattern!r} matches no case id; ids look like {cases[0].id!r}" if cases
+                          else "the dataset has no cases")
+    return chosen
 
 
 def _git_commit() -> str:

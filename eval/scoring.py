@@ -25,6 +25,7 @@ from eval.metrics import (
     PublicText,
     answer_claims,
     citation_precision_recall,
+    citations_valid,
     mean,
     percentile,
     retrieval_scores,
@@ -65,6 +66,9 @@ def _specs() -> list[MetricSpec]:
     specs += [
         MetricSpec("citations.precision", "citations.precision", "mean", RUN_JUDGE, True,
                    "share of citations whose passage supports the sentence citing it"),
+        MetricSpec("citations.validity", "citations.valid", "mean", "rule:markers", True,
+                   "share of answered in-scope questions whose answer has at least one [n] and every [n] "
+                   "names one of its sources"),
         MetricSpec("citations.recall", "citations.recall", "mean", RUN_JUDGE, True,
                    "share of factual sentences citing at least one supporting passage"),
         MetricSpec("faithfulness.score", "faithfulness.score", "mean", RUN_JUDGE, True,
@@ -76,9 +80,12 @@ def _specs() -> list[MetricSpec]:
         MetricSpec("declines.accuracy", "declines.correct", "mean", "rule:refused", True,
                    "out-of-scope questions declined and in-scope ones not declined"),
         MetricSpec("declines.out_of_scope_declined", "declines.out_of_scope_declined", "mean", "rule:refused",
-                   True, "share of out-of-scope questions declined"),
+                   True, "share of out-of-scope questions declined (as out of scope, or as private)"),
         MetricSpec("declines.in_scope_answered", "declines.in_scope_answered", "mean", "rule:refused", True,
                    "share of in-scope questions not declined as out of scope"),
+        MetricSpec("declines.declined_or_redirected", "declines.declined_or_redirected", "mean", "rule:refused",
+                   True, "share of out-of-scope and homework (graded-work) requests declined or given the "
+                         "hints-only reply"),
         MetricSpec("homework.leak_rate", "homework.leaked", "mean", "shingles+numbers", False,
                    f"homework answers sharing >= {LEAK_OVERLAP:.0%} of their 6-grams with a solution, "
                    f"or stating >= {LEAK_NUMBERS} of its result numbers"),
@@ -197,11 +204,15 @@ def _score_rule_based(case: EvalCase, row: dict, record: dict, material: CourseM
         details["retrieved"] = [r.get("label", r["path"]) for r in row.get("retrieved", [])[:5]]
     refused = answer.get("refused")
     if case.type == "out_of_scope":
-        values["declines.out_of_scope_declined"] = float(refused == "out_of_scope")
+        # A question about someone else's grades or data is out of scope too; "private" says why.
+        values["declines.out_of_scope_declined"] = float(refused in ("out_of_scope", "private"))
         values["declines.correct"] = values["declines.out_of_scope_declined"]
     else:
         values["declines.in_scope_answered"] = float(refused != "out_of_scope")
         values["declines.correct"] = values["declines.in_scope_answered"]
+    if case.type in ("out_of_scope", "homework"):
+        # Any refusal counts: a request for graded work declined as out of scope still withholds the work.
+        values["declines.declined_or_redirected"] = float(refused is not None)
     if case.type == "homework":
         public = material.public | PublicText.of(case.question)
         share, numbers = solution_overlap(answer["text"], material.solutions, public)
@@ -211,6 +222,8 @@ def _score_rule_based(case: EvalCase, row: dict, record: dict, material: CourseM
         values["homework.hinted"] = float(refused == "homework")
         if leaked:
             details["leak"] = f"{share:.0%} of its 6-grams are a solution's; states {sorted(numbers)}"
+    if case.answerable and refused is None:
+        values["citations.valid"] = citations_valid(answer["text"], [c["n"] for c in answer.get("citations", [])])
     if case.answerable and case.type != "homework" and case.reference_answer.strip():
         values["correctness.token_f1"] = token_f1(answer["text"], case.reference_answer)
     timings = answer.get("timings", {})

@@ -5,8 +5,9 @@
     result.adapter_dir        # adapter_config.json + adapter_model.safetensors + lineage.json
 
 A plain PyTorch loop (no trainer framework): the loss is taken on the assistant's reply only (the
-prompt's labels are -100), the loss of every step is logged, validation loss is measured after each
-epoch, and the saved adapter is checked against vLLM's loading rules
+prompt's labels are -100), the loss of every step is logged with steps/s, tokens/s (prompt and reply
+tokens through forward and backward, padding excluded) and the time left, validation loss is measured
+after each epoch, the curve is saved as `adapter/loss_curve.png`, and the saved adapter is checked against vLLM's loading rules
 (`serving.vllm_launch.check_adapter_for_vllm`) before the run counts as done. `lineage.json` next to
 the adapter names the base model, the data's sha256, the settings and the metrics, so an adapter in
 production can be traced to what made it.
@@ -29,6 +30,7 @@ from ingest.errors import ConfigError, TutorError
 from serving.finetune_data import Example, FinetuneData
 from serving.vllm_launch import LARGEST_LORA_RANK, check_adapter_for_vllm, smallest_max_lora_rank
 
+LOSS_CURVE = "loss_curve.png"  # saved next to the adapter
 IGNORE_INDEX = -100  # labels with this value add nothing to the loss (PyTorch cross-entropy default)
 # Layers LoRA must not touch for vLLM: it serves adapters on the linear layers inside the decoder.
 _NOT_TARGETABLE = {"embed_tokens", "lm_head", "wte", "wpe", "embed_in", "embed_out"}
@@ -193,7 +195,8 @@ def train_lora(base_model: Path, data: FinetuneData, out_dir: Path, settings: Lo
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = torch.Generator().manual_seed(settings.seed)
 
-    epochs, step, started = [], 0, time.perf_counter()
+    epochs, step, tokens, curve, started = [], 0, 0, [], time.perf_counter()
+    total_steps = settings.epochs * math.ceil(len(train) / settings.batch_size)
     for epoch in range(1, settings.epochs + 1):
         model.train()
         losses = []
@@ -207,9 +210,14 @@ def train_lora(base_model: Path, data: FinetuneData, out_dir: Path, settings: Lo
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
+            tokens += int(mask.sum())
             losses.append(loss.item())
-            log({"event": "step", "epoch": epoch, "step": step, "loss": round(loss.item(), 5)})
-        record = {"epoch": epoch, "train_loss": sum(losses) / len(losses),
+            curve.append((step, loss.item()))
+            elapsed = time.perf_counter() - started
+            log({"event": "step", "epoch": epoch, "step": step, "of": total_steps, "loss": round(loss.item(), 5),
+                 "steps_per_s": round(step / elapsed, 4), "tokens_per_s": round(tokens / elapsed, 1),
+                 "eta_s": round(elapsed / step * (total_steps - step), 1)})
+        record = {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses),
                   "validation_loss": evaluate_loss(model, validation, pad_id, settings.batch_size, device)}
         epochs.append(record)
         log({"event": "epoch", **record})
@@ -229,6 +237,7 @@ def train_lora(base_model: Path, data: FinetuneData, out_dir: Path, settings: Lo
         "serve_with": {"max_lora_rank": smallest_max_lora_rank(settings.rank)},
         "metrics": {"epochs": epochs, "steps": step, "seconds": round(seconds, 3),
                     "steps_per_s": round(step / seconds, 4) if seconds else math.nan,
+                    "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1) if seconds else math.nan,
                     "train_examples": len(train), "validation_examples": len(validation),
                     "first_epoch_train_loss": epochs[0]["train_loss"],
                     "last_epoch_train_loss": epochs[-1]["train_loss"],
@@ -237,7 +246,34 @@ def train_lora(base_model: Path, data: FinetuneData, out_dir: Path, settings: Lo
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (adapter_dir / "lineage.json").write_text(json.dumps(lineage, indent=2), encoding="utf-8")
+    save_loss_curve(curve, epochs, adapter_dir / LOSS_CURVE)
     return TrainResult(adapter_dir, lineage)
+
+
+def save_loss_curve(curve: list[tuple[int, float]], epochs: list[dict], path: Path) -> Path:
+    """Training loss per step (and its running mean), validation loss per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = zip(*curve) if curve else ((), ())
+    window = max(1, len(losses) // 10)
+    smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
+              for i in range(len(losses))]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    ax.plot(steps, losses, color="#9ab", linewidth=0.8, label="train loss (step)")
+    ax.plot(steps, smooth, color="#036", label=f"train loss (mean of {window})")
+    validation = [(e["step"], e["validation_loss"]) for e in epochs if e.get("validation_loss") is not None]
+    if validation:
+        ax.plot(*zip(*validation), "o", color="#c50", label="validation loss (epoch)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per reply token")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def evaluate_loss(model, examples: list[TokenizedExample], pad_id: int, batch_size: int, device: str) -> float | None:
@@ -280,25 +316,34 @@ def _versions(device: str) -> dict:
 
 def finetune_course(settings, course: str | None, base_model: Path | None, out_dir: Path | None,
                     lora: LoraSettings, data_options=None, teacher=None, merge: bool = False,
-                    data_only: bool = False, log: StepLog | None = None) -> dict:
+                    data_only: bool = False, log: StepLog | None = None, eval_dataset: str | Path | None = None) -> dict:
     """`tutor finetune`: build the course's examples, train, check, optionally merge; a summary dict.
 
     `settings` is the tutor's `Settings` (data dir, index, embedder, chat log); the adapter goes to
     `out_dir/adapter` (default `<data dir>/adapters/<course>`), the examples to `out_dir/data`.
+    No example overlapping a case of `eval_dataset` is trained on (`serving.holdout`); None means the
+    course's shipped set (`eval/datasets/<course>.jsonl`) when there is one, "" means none.
     """
-    from ingest.embed import Embedder
-    from ingest.store import load_index
+    from serving.holdout import EvalHoldout
+
     from serving.finetune_data import build_finetune_data
-    from tutor.answer import resolve_course
+    from tutor.chatlog import ChatLog
 
     log = log or (lambda record: None)
     if not data_only and base_model is None:
         raise ConfigError("fine-tuning needs a base model: --base MODEL_FOLDER (a transformers chat model "
                           "saved locally), or set TUTOR_LLM_MODEL_PATH")
-    index = load_index(settings.index_root(), resolve_course(settings.index_root(), course or settings.course))
-    out_dir = Path(out_dir or settings.data_dir / "adapters" / index.course_id)
-    data = build_finetune_data(index, Embedder(settings.embedding_model), teacher=teacher, options=data_options,
-                               chatlog_path=settings.data_dir / "chatlog.sqlite")
+    index = settings.open_index(course)
+    out_dir = Path(out_dir or settings.adapters_dir(index.course_id))
+    embedder = settings.embedder()
+    if eval_dataset is None:
+        from serving.bench import DATASETS_DIR
+
+        shipped = DATASETS_DIR / f"{index.course_id}.jsonl"
+        eval_dataset = shipped if shipped.is_file() else ""
+    holdout = EvalHoldout.from_dataset(Path(eval_dataset), embedder) if eval_dataset else None
+    data = build_finetune_data(index, embedder, teacher=teacher, options=data_options,
+                               chatlog=_chatlog(settings), holdout=holdout)
     data_dir = data.save(out_dir / "data")
     log({"event": "data", "path": str(data_dir), **data.manifest()})
     summary = {"data": {"path": str(data_dir), **data.manifest()}}
@@ -306,7 +351,16 @@ def finetune_course(settings, course: str | None, base_model: Path | None, out_d
         return summary
     result = train_lora(Path(base_model), data, out_dir, lora, log)
     summary.update(adapter=str(result.adapter_dir), metrics=result.lineage["metrics"],
-                   serve_with=result.lineage["serve_with"])
+                   serve_with=result.lineage["serve_with"], loss_curve=str(result.adapter_dir / LOSS_CURVE))
     if merge:
         summary["merged"] = str(merge_trained_adapter(Path(base_model), result, out_dir / "merged"))
     return summary
+
+
+def _chatlog(settings):
+    """The deployment's chat log, or None where there is none yet (a fresh data folder)."""
+    from tutor.chatlog import ChatLog
+
+    if not settings.database_url and not settings.chatlog_path().is_file():
+        return None
+    return ChatLog.from_settings(settings)

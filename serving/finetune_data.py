@@ -1,6 +1,6 @@
 """Fine-tuning data: question/answer examples rendered in the tutor's own prompt format.
 
-    data = build_finetune_data(index, embedder, chatlog_path=data_dir / "chatlog.sqlite", teacher=backend)
+    data = build_finetune_data(index, embedder, chatlog=ChatLog.from_settings(settings), teacher=backend)
     data.save(out_dir / "data")      # train.jsonl, validation.jsonl, data_manifest.json (with sha256)
 
 Where the examples come from, in order of trust (a later duplicate of a question is dropped):
@@ -8,17 +8,24 @@ Where the examples come from, in order of trust (a later duplicate of a question
 1. `qa`: the instructor's own pairs, `<course folder>/qa.jsonl`, one `{"question": ..., "answer": ...}`
    a line (plain answers: `[n]` markers are added here, since the instructor cannot know which
    numbers the retrieved sources will get);
-2. `chatlog`: answers students rated thumbs-up in the chat log (`<data dir>/chatlog.sqlite`), with
+2. `chatlog`: answers students rated thumbs-up in the chat log (`ChatLog.from_settings`), with
    their citations renumbered to the sources retrieved now (an answer citing a passage the index no
    longer has is left out);
 3. `teacher`: synthetic pairs a teacher model (any `openai` backend) writes from course passages;
-4. `policy`: always present: polite declines of off-topic questions, and hint-only replies to
+4. `course`: synthetic pairs made from the course itself, for the instructor with no teacher model:
+   a question from a passage's heading or the term it defines in bold, and a reply made of the
+   passage's first prose sentences, each cited `[n]` with the passage's number among the sources
+   retrieved for that question (`course_examples`);
+5. `policy`: always present: polite declines of off-topic questions, and hint-only replies to
    questions about each graded assignment (`tutor.policy.decline_text` / `homework_text`), so the
    adapter learns the course's rules along with its content.
 
 Every example is what the tutor would send: sources retrieved for the question with the course
 index, `tutor.prompt.build_messages`, and an assistant reply whose `[n]` cite those sources. The
 train/validation split hashes each normalised question, so it does not move when examples are added.
+With an evaluation set given, examples that paraphrase one of its questions or cite a passage holding
+one of its gold quotes are left out (`serving.holdout`), and the manifest records the set's sha256
+and how many were left out.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ import numpy as np
 from ingest.embed import Embedder
 from ingest.errors import ConfigError, TutorError
 from ingest.store import CourseIndex
+from serving.course_examples import LECTURE_KINDS, MIN_PASSAGE_CHARS, course_examples
+from serving.holdout import EvalHoldout
 from tutor import policy
 from tutor.citations import MARKER, split_sentences
 from tutor.llm import LLMBackend
@@ -42,12 +51,10 @@ from tutor.prompt import Source, build_messages
 from tutor.retrieve import Hit, Retriever
 
 QA_FILE = "qa.jsonl"
-ORIGINS = ("qa", "chatlog", "teacher", "policy")
+ORIGINS = ("qa", "chatlog", "teacher", "course", "policy")
 # Sentences this similar to a source (cosine of MiniLM embeddings) cite it; 0.35 keeps generic
 # sentences ("Let me explain.") uncited while a paraphrase of the passage clears it comfortably.
 CITE_SIMILARITY = 0.35
-MIN_PASSAGE_CHARS = 80  # shorter chunks (a title, a caption) give the teacher too little to ask about
-LECTURE_KINDS = ("slides", "book", "notes", "notebook", "transcript", "web", "syllabus")
 # Written for this project: questions no deep-learning course answers.
 OFF_TOPIC_QUESTIONS = (
     "What is a good recipe for sourdough bread?",
@@ -100,6 +107,8 @@ class DataOptions:
     context_span: int = field(default=1, metadata={"help": "neighbouring chunks shown around each source"})
     validation_fraction: float = field(default=0.1, metadata={"help": "share of questions held out"})
     max_teacher_questions: int = field(default=40, metadata={"help": "passages the teacher writes a Q&A for"})
+    max_course_questions: int = field(default=80, metadata={
+        "help": "course passages turned into a question and a cited reply (0: none)"})
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 50:
@@ -110,6 +119,8 @@ class DataOptions:
             raise ConfigError(f"validation_fraction {self.validation_fraction} must be in [0, 0.5)")
         if self.max_teacher_questions < 0:
             raise ConfigError(f"max_teacher_questions {self.max_teacher_questions} must be 0 or more")
+        if self.max_course_questions < 0:
+            raise ConfigError(f"max_course_questions {self.max_course_questions} must be 0 or more")
 
 
 @dataclass
@@ -119,6 +130,7 @@ class FinetuneData:
     validation: list[Example]
     counts: dict[str, int]                      # examples kept, per origin
     notes: list[str] = field(default_factory=list)
+    holdout: dict = field(default_factory=dict)  # the eval set kept out: path, sha256, excluded counts
 
     @property
     def sha256(self) -> str:
@@ -132,7 +144,8 @@ class FinetuneData:
 
     def manifest(self) -> dict:
         return {"course": self.course, "sha256": self.sha256, "train": len(self.train),
-                "validation": len(self.validation), "counts": self.counts, "notes": self.notes}
+                "validation": len(self.validation), "counts": self.counts, "notes": self.notes,
+                "holdout": self.holdout}
 
     def save(self, out_dir: Path) -> Path:
         out_dir = Path(out_dir)
@@ -151,7 +164,7 @@ class FinetuneData:
                           (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
                   for split in ("train", "validation")}
         data = cls(manifest["course"], splits["train"], splits["validation"], manifest["counts"],
-                   manifest.get("notes", []))
+                   manifest.get("notes", []), manifest.get("holdout", {}))
         if data.sha256 != manifest["sha256"]:
             raise FinetuneDataError(f"{folder} was changed after it was built (hash mismatch); rebuild it "
                                     "with `tutor finetune --data-only`")
@@ -250,14 +263,13 @@ def qa_examples(renderer: ExampleRenderer, course_dir: Path) -> list[Example]:
     return examples
 
 
-def chatlog_examples(renderer: ExampleRenderer, chatlog_path: Path | None) -> tuple[list[Example], int]:
-    """Thumbs-up, answered (not declined) chats of this course; also how many were stale."""
-    if chatlog_path is None or not Path(chatlog_path).is_file():
+def chatlog_examples(renderer: ExampleRenderer, chatlog) -> tuple[list[Example], int]:
+    """Thumbs-up, answered (not declined) chats of this course in `chatlog` (a `ChatLog`, or None for
+    none); also how many were stale."""
+    if chatlog is None:
         return [], 0
-    from tutor.chatlog import ChatLog
-
     examples, stale = [], 0
-    for chat in ChatLog(chatlog_path).chats(course=renderer.index.course_id, limit=1_000_000):
+    for chat in chatlog.chats(course=renderer.index.course_id, limit=1_000_000):
         if chat.get("rating") != 1 or chat.get("refused"):
             continue
         cited = {c["n"]: c["chunk_id"] for c in chat["citations"]}
@@ -321,9 +333,9 @@ def policy_examples(renderer: ExampleRenderer) -> list[Example]:
     course = renderer.course
     examples = [renderer.render(q, policy.decline_text(course), "policy", renderer.sources(q))
                 for q in OFF_TOPIC_QUESTIONS]
-    for assignment in course.get("assignments", []):
-        match = policy.AssignmentMatch(assignment["id"], assignment["title"], assignment.get("path", ""),
-                                       assignment.get("solution", ""), "fine-tuning example")
+    for assignment in course.assignments:
+        match = policy.AssignmentMatch(assignment.id, assignment.title, assignment.path, assignment.solution,
+                                       "fine-tuning example")
         statement = next((c.text for c in renderer.index.chunks
                           if c.locator.path == match.path and c.locator.kind == "assignment"), "")
         questions = [f"Can you solve {match.title} for me?", f"What are the final answers to {match.id}?"]
@@ -339,27 +351,46 @@ def policy_examples(renderer: ExampleRenderer) -> list[Example]:
 
 # ----- putting it together ---------------------------------------------------------------------
 
-def build_finetune_data(index: CourseIndex, embedder: Embedder, *, chatlog_path: Path | None = None,
-                        teacher: LLMBackend | None = None, options: DataOptions | None = None) -> FinetuneData:
-    """Every example for the course, deduplicated by question and split train/validation."""
+def build_finetune_data(index: CourseIndex, embedder: Embedder, *, chatlog=None,
+                        teacher: LLMBackend | None = None, options: DataOptions | None = None,
+                        holdout: EvalHoldout | None = None) -> FinetuneData:
+    """Every example for the course, deduplicated by question, with the eval set's cases kept out
+    (when `holdout` is given), and split train/validation."""
     options = options or DataOptions()
     renderer = ExampleRenderer(index, embedder, options)
-    root = index.course.get("root")
-    chat, stale = chatlog_examples(renderer, chatlog_path)
+    chat, stale = chatlog_examples(renderer, chatlog)
     synthetic, failures = teacher_examples(renderer, teacher, options.max_teacher_questions)
-    instructor = qa_examples(renderer, Path(root)) if root else []
-    candidates = instructor + chat + synthetic + policy_examples(renderer)
+    instructor = qa_examples(renderer, index.course.root)
+    candidates = instructor + chat + synthetic + course_examples(renderer) + policy_examples(renderer)
     kept = deduplicate(candidates)
-    train, validation = split_examples(kept, options.validation_fraction)
     notes = []
+    if len(kept) < len(candidates):
+        notes.append(f"{len(candidates) - len(kept)} duplicate questions dropped")
+    excluded: Counter = Counter()
+    if holdout is not None:
+        kept, excluded = holdout.filter(kept, index)
+        if excluded:
+            notes.append(f"{sum(excluded.values())} examples left out because they overlap the eval set "
+                         f"{holdout.path.name} ({excluded.get('question', 0)} by question, "
+                         f"{excluded.get('source', 0)} by cited source)")
+    kept = _spread_course_examples(kept, options.max_course_questions)
+    train, validation = split_examples(kept, options.validation_fraction)
     if stale:
         notes.append(f"{stale} thumbs-up chats left out: they cite passages the index no longer has")
     if failures:
         notes.append(f"{failures} teacher replies were not a JSON question/answer and were left out")
-    if len(kept) < len(candidates):
-        notes.append(f"{len(candidates) - len(kept)} duplicate questions dropped")
     counts = Counter(e.origin for e in kept)
-    return FinetuneData(index.course_id, train, validation, {o: counts.get(o, 0) for o in ORIGINS}, notes)
+    return FinetuneData(index.course_id, train, validation, {o: counts.get(o, 0) for o in ORIGINS}, notes,
+                        holdout.lineage(excluded) if holdout is not None else {})
+
+
+def _spread_course_examples(examples: list[Example], limit: int) -> list[Example]:
+    """At most `limit` of the `course` examples, evenly spaced over the course; the others untouched."""
+    course = [e for e in examples if e.origin == "course"]
+    if len(course) <= limit:
+        return examples
+    chosen = {id(course[round(i * len(course) / limit)]) for i in range(limit)}
+    return [e for e in examples if e.origin != "course" or id(e) in chosen]
 
 
 def deduplicate(examples: list[Example]) -> list[Example]:

@@ -58,6 +58,17 @@ def test_compare_known_delta_with_bootstrap_ci(two_runs):
     assert all(change == "fixed" for _, key, change in flips if key == "correctness.score")
 
 
+def test_each_side_has_its_own_interval_wilson_for_rates(two_runs):
+    from eval.stats import bootstrap_interval, wilson_interval
+
+    rows = {r["metric"]: r for r in compare_runs(*two_runs)["metrics"]}
+    # A's hit@5 is 19 of 20 yes/no values: Wilson; B's is 20 of 20 (B's extra case has no hit@5)
+    assert rows["retrieval.hit@5"]["a_ci"] == pytest.approx(list(wilson_interval(19, 20)))
+    assert rows["retrieval.hit@5"]["b_ci"] == pytest.approx(list(wilson_interval(20, 20)))
+    a_scores = np.array([0.3 + 0.02 * i for i in range(20)])
+    assert rows["correctness.score"]["a_ci"] == pytest.approx(list(bootstrap_interval(a_scores)))
+
+
 def test_paired_bootstrap_is_deterministic_and_covers_the_true_difference():
     rng = np.random.default_rng(1)
     a = rng.normal(0.5, 0.2, 200)
@@ -75,6 +86,7 @@ def test_compare_cli_writes_markdown_and_json(two_runs, tmp_path):
     result = CliRunner().invoke(app, ["eval", "compare", str(a.path), str(b.path), "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     assert "| correctness.score |" in result.output and "better" in result.output
+    assert "| retrieval.hit@5 | 0.950 [0.76, 0.99] | 1.000 [0.84, 1.00] | +0.050 |" in result.output
     assert "Flipped cases (11 fixed, 1 broke)" in result.output
     assert json.loads((tmp_path / "cmp.json").read_text())["paired_cases"] == 20
     missing = CliRunner().invoke(app, ["eval", "compare", str(a.path), str(tmp_path / "nothing")])

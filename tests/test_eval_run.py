@@ -140,6 +140,21 @@ def test_run_scores_every_kind_of_case(mini, tmp_path):
     assert settings["dataset"]["cases"] == 6
 
 
+def test_cases_option_answers_only_matching_ids_and_records_the_pattern(mini, tmp_path):
+    data_dir, dataset = mini
+    tutor = make_tutor(data_dir)
+    run = evaluate(dataset, tmp_path / "run", tutor, create_judge("lexical"), progress=False,
+                   cases_matching="^(momentum|cake)$")
+    assert sorted(tutor.asked) == ["What is the best recipe for chocolate cake?",
+                                   "Why does momentum help gradient descent?"]
+    assert [s["id"] for s in run.scores] == ["momentum", "cake"]
+    assert run.settings["dataset"]["cases_matching"] == "^(momentum|cake)$" and run.settings["dataset"]["cases"] == 2
+    # extractive answers cite what they quote: every in-scope answer's markers are valid
+    assert run.metrics["citations.validity"]["value"] == 1.0 and run.metrics["citations.validity"]["n"] == 1
+    with pytest.raises(ConfigError, match="matches no case id"):
+        evaluate(dataset, tmp_path / "none", tutor, create_judge("lexical"), progress=False, cases_matching="^zzz")
+
+
 def test_resume_after_an_interruption_answers_only_missing_cases(mini, tmp_path):
     data_dir, dataset = mini
     out = tmp_path / "run"

@@ -106,7 +106,7 @@ def course(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(course):
-    return build_finetune_data(course["index"], shared_embedder(), chatlog_path=course["data_dir"] / "chatlog.sqlite",
+    return build_finetune_data(course["index"], shared_embedder(), chatlog=ChatLog(course["data_dir"] / "chatlog.sqlite"),
                                teacher=PassageTeacher(), options=DataOptions(top_k=3, max_teacher_questions=6))
 
 
@@ -115,7 +115,8 @@ def all_examples(data: FinetuneData) -> list[Example]:
 
 
 def test_every_origin_contributes_and_problems_are_reported(data):
-    assert data.counts == {"qa": 4, "chatlog": 1, "teacher": 4, "policy": len(OFF_TOPIC_QUESTIONS) + 3}
+    # one `course` example, about gradient descent: the only passage with two prose sentences
+    assert data.counts == {"qa": 4, "chatlog": 1, "teacher": 4, "course": 1, "policy": len(OFF_TOPIC_QUESTIONS) + 3}
     assert any("1 thumbs-up chats left out" in n for n in data.notes)
     assert any("2 teacher replies" in n for n in data.notes)
     assert any("1 duplicate questions dropped" in n for n in data.notes)
@@ -157,7 +158,7 @@ def test_policy_examples_decline_and_give_homework_hints(data):
 
 
 def test_build_is_deterministic_and_the_hash_names_the_data(data, course, tmp_path):
-    again = build_finetune_data(course["index"], shared_embedder(), chatlog_path=course["data_dir"] / "chatlog.sqlite",
+    again = build_finetune_data(course["index"], shared_embedder(), chatlog=ChatLog(course["data_dir"] / "chatlog.sqlite"),
                                 teacher=PassageTeacher(), options=DataOptions(top_k=3, max_teacher_questions=6))
     assert again.sha256 == data.sha256
     assert [e.question for e in again.validation] == [e.question for e in data.validation] and data.validation
@@ -180,7 +181,7 @@ def test_split_is_stable_when_examples_are_added():
 
 
 def test_missing_chat_log_and_bad_qa_file(course, tmp_path):
-    no_log = build_finetune_data(course["index"], shared_embedder(), chatlog_path=tmp_path / "absent.sqlite",
+    no_log = build_finetune_data(course["index"], shared_embedder(), chatlog=None,
                                  options=DataOptions(top_k=2))
     assert no_log.counts["chatlog"] == 0 and no_log.counts["qa"] == 4
     (tmp_path / "qa.jsonl").write_text('{"question": "ok?", "answer": "fine."}\n{"question": "no answer"}\n')
@@ -232,7 +233,10 @@ def trained(course, tiny_model_dir, tmp_path_factory):
     steps = []
     result = train_lora(tiny_model_dir, data, out, settings, log=steps.append)
     merged = merge_trained_adapter(tiny_model_dir, result, out / "merged")
-    return {"data": data, "result": result, "merged": merged, "log": steps, "out": out}
+    from transformers import AutoTokenizer
+
+    return {"data": data, "result": result, "merged": merged, "log": steps, "out": out,
+            "tokenizer": AutoTokenizer.from_pretrained(tiny_model_dir)}
 
 
 def test_training_lowers_the_loss_and_records_lineage(trained, tiny_model_dir):
@@ -245,6 +249,15 @@ def test_training_lowers_the_loss_and_records_lineage(trained, tiny_model_dir):
     assert lineage["base_model"]["path"] == str(tiny_model_dir.resolve())
     assert lineage["settings"]["rank"] == 8 and lineage["serve_with"] == {"max_lora_rank": 8}
     assert lineage["metrics"]["steps_per_s"] > 0
+    # every step trains the three examples' tokens (padding excluded): 25 epochs of one batch
+    trained_tokens = 25 * sum(len(tokenize_example(trained["tokenizer"], e, 1024).input_ids)
+                              for e in trained["data"].train)
+    assert lineage["metrics"]["tokens"] == trained_tokens
+    assert lineage["metrics"]["tokens_per_s"] == pytest.approx(trained_tokens / lineage["metrics"]["seconds"], rel=0.01)
+    steps = [r for r in trained["log"] if r["event"] == "step"]
+    assert steps[-1]["of"] == 25 and steps[-1]["eta_s"] == 0 and steps[0]["tokens_per_s"] > 0
+    png = trained["result"].adapter_dir / "loss_curve.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
 
 
 def test_adapter_reloads_with_peft_and_changes_the_model(trained, tiny_model_dir):
