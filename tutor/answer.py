@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -184,8 +185,12 @@ class Tutor:
 
     def reload_if_changed(self) -> bool:
         """Serve a newer build of the index (after an ingest) without a restart."""
-        live = (self.settings.index_root() / self.index.course_id).resolve()
-        if live == self.index.path:
+        link = self.settings.index_root() / self.index.course_id
+        try:  # one readlink, not a resolve: this runs on every question
+            live = Path(os.readlink(link)).name
+        except OSError:  # not a link (yet): the full resolve
+            live = link.resolve().name
+        if live == self.index.path.name:
             return False
         self.index = load_index(self.settings.index_root(), self.index.course_id)
         check_embedder(self.index, self.embedder.fingerprint)

@@ -127,8 +127,10 @@ class IntegrityChecks:
         self.index = index
         self.retriever = retriever
         self._solutions = [c for c in index.chunks if c.locator.kind == "solution"]
+        self._solution_facts = [policy.SolutionFacts.of(c) for c in self._solutions]
         self.has_solutions = bool(self._solutions)
         self._public = "\n".join(c.text for c in index.chunks if c.locator.kind == "assignment")
+        self._public_numbers = policy.public_numbers(self._public)
         self._syllabus_rows = np.array([i for i, c in enumerate(index.chunks) if is_syllabus(c)], dtype=np.int64)
 
     def homework(self, question: str, query: str, question_vector: np.ndarray,
@@ -183,10 +185,11 @@ class IntegrityChecks:
         solutions, which is most: the search would embed the question and draft for nothing)."""
         if not self.has_solutions or not draft.strip():
             return ""
+        public = self._public_numbers | policy.public_numbers(question)
         if len(self._solutions) <= LEXICAL_LEAK_CHUNKS:
             # A course's solutions are few: compare the draft with all of them (word 6-grams and
-            # numbers, about a millisecond) instead of embedding question and draft to pick three.
-            solutions = self._solutions
-        else:
-            solutions = [h.chunk for h in self.retriever.search(question + "\n" + draft[:2000], k=3, kinds=["solution"])]
-        return policy.solution_leak(draft, solutions, question + "\n" + self._public)
+            # numbers worked out at load, well under a millisecond) instead of embedding question and
+            # draft to pick three.
+            return policy.solution_leak(draft, self._solution_facts, public=public)
+        hits = self.retriever.search(question + "\n" + draft[:2000], k=3, kinds=["solution"])
+        return policy.solution_leak(draft, [h.chunk for h in hits], public=public)

@@ -101,19 +101,42 @@ def solution_only_numbers(solution: str, public_text: str) -> set[str]:
     return {x for x in _NUMBER.findall(solution) if x not in public and len(x.strip("-").replace(".", "")) >= 2}
 
 
-def solution_leak(answer: str, solution_chunks: list[Chunk], public_text: str) -> str:
-    """Why `answer` gives away a solution ('' when it does not)."""
+@dataclass(frozen=True)
+class SolutionFacts:
+    """What the leak check compares a draft with, worked out once per solution chunk."""
+
+    path: str
+    shingles: frozenset
+    numbers: frozenset   # every number the solution states
+
+    @classmethod
+    def of(cls, chunk: Chunk) -> SolutionFacts:
+        return cls(chunk.locator.path, frozenset(shingles(chunk.text)), frozenset(_NUMBER.findall(chunk.text)))
+
+
+def public_numbers(text: str) -> set[str]:
+    """The numbers of text students already have (the assignments, the question)."""
+    return set(_NUMBER.findall(text))
+
+
+def solution_leak(answer: str, solutions: list[Chunk] | list[SolutionFacts], public_text: str = "",
+                  public: set[str] | None = None) -> str:
+    """Why `answer` gives away a solution ('' when it does not): it shares enough of a solution's word
+    6-grams, or states enough of the numbers only the solution has. `public` (the numbers of
+    `public_text`) may be given worked out already, as `solutions` may be `SolutionFacts`."""
     answer_shingles = shingles(answer)
     answer_numbers = set(_NUMBER.findall(answer))
-    for chunk in solution_chunks:
-        sol = shingles(chunk.text)
-        if sol and answer_shingles:
-            shared = len(sol & answer_shingles) / min(len(sol), len(answer_shingles))
+    public = public_numbers(public_text) if public is None else public
+    for solution in solutions:
+        facts = solution if isinstance(solution, SolutionFacts) else SolutionFacts.of(solution)
+        if facts.shingles and answer_shingles:
+            shared = len(facts.shingles & answer_shingles) / min(len(facts.shingles), len(answer_shingles))
             if shared >= LEAK_SHINGLE_SHARE:
-                return f"shares {shared:.0%} of its phrasing with {chunk.locator.path}"
-        results = solution_only_numbers(chunk.text, public_text) & answer_numbers
+                return f"shares {shared:.0%} of its phrasing with {facts.path}"
+        results = {x for x in facts.numbers & answer_numbers
+                   if x not in public and len(x.strip("-").replace(".", "")) >= 2}
         if len(results) >= LEAK_NUMBERS:
-            return f"states results of {chunk.locator.path} ({', '.join(sorted(results)[:4])})"
+            return f"states results of {facts.path} ({', '.join(sorted(results)[:4])})"
     return ""
 
 

@@ -13,6 +13,7 @@ and returns a new one; nothing here remembers a conversation between calls. A se
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -29,6 +30,7 @@ STARTERS = 4
 MAX_QUESTION_CHARS = 2000   # longer is a paste of a whole assignment or a flood, not a question
 PLACEHOLDER = "…"
 RESET_NOTE = "_Checking the draft against the course rules…_"
+STREAM_INTERVAL_S = 0.05    # shortest time between two updates of a streaming answer in the browser
 
 
 def new_session(course: str, session_id: str | None = None) -> dict:
@@ -98,7 +100,7 @@ class StudentChat:
             raise gr.Error(str(exc), print_exception=False) from None
         messages = [*session["messages"], {"role": "user", "content": message}]
         yield [*messages, {"role": "assistant", "content": PLACEHOLDER}], gr.skip(), "", session
-        streamed, answer = "", None
+        streamed, answer, shown_at = "", None, 0.0
         try:
             for event in tutor.stream(message, history=session["history"][-HISTORY_TURNS:],
                                       mode=mode if mode in ("explain", "socratic") else None):
@@ -106,8 +108,13 @@ class StudentChat:
                     answer = event.answer
                     break
                 streamed = streamed + event.text if event.kind == "delta" else ""   # "reset": draft withheld
-                shown = {"role": "assistant", "content": streamed or RESET_NOTE}
-                yield [*messages, shown], gr.skip(), gr.skip(), session
+                # Each update re-sends the conversation: show the first text at once, then at most every
+                # STREAM_INTERVAL_S (a model's stream still looks live; an extractive answer's pieces,
+                # which come together, cost one update instead of one each).
+                if time.monotonic() - shown_at >= STREAM_INTERVAL_S or event.kind == "reset":
+                    shown_at = time.monotonic()
+                    shown = {"role": "assistant", "content": streamed or RESET_NOTE}
+                    yield [*messages, shown], gr.skip(), gr.skip(), session
         except TutorError as exc:
             raise gr.Error(str(exc)) from None
         if answer is None:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import gradio as gr
@@ -71,15 +72,22 @@ class CourseTutors:
         self._tutors: dict[str, Tutor] = {}
         self._lock = threading.Lock()
         self._embedder = None
+        self._known: tuple[float, list[str]] | None = None
 
     def _from_settings(self, course: str) -> Tutor:
         if self._embedder is None:
             self._embedder = self.settings.embedder()
         return Tutor.from_settings(self.settings, course=course, embedder=self._embedder)
 
-    def courses(self) -> list[str]:
-        self.settings.default_course()  # fails with the fix when nothing is indexed
-        return list_courses(self.settings.index_root())
+    def courses(self, fresh: bool = False) -> list[str]:
+        """The indexed courses (looked up at most once a second, unless `fresh`: every question asks)."""
+        now = time.monotonic()
+        if fresh or self._known is None or now - self._known[0] > 1.0:
+            known = list_courses(self.settings.index_root())
+            if not known:
+                self.settings.default_course()  # fails, saying what to run
+            self._known = (now, known)
+        return self._known[1]
 
     def default_course(self) -> str:
         return self.settings.default_course()
@@ -89,7 +97,7 @@ class CourseTutors:
         with self._lock:
             tutor = self._tutors.get(course)
             if tutor is None:
-                if course not in self.courses():
+                if course not in self.courses() and course not in self.courses(fresh=True):
                     raise CourseNotFoundError(f"course '{course}' is not indexed")
                 tutor = self._tutors[course] = self._factory(course)
             else:
@@ -117,19 +125,33 @@ def build_app(settings: Settings, tutor_factory: Callable[[str], Tutor] | None =
 
     app.include_router(TutorApi(tutors, chatlog).router())    # /v1/...: before Gradio takes "/"
 
-    @app.middleware("http")
-    async def uploads_need_an_instructor(request, call_next):
-        # Only the instructor tab takes files; Gradio's own upload route would take them from anyone.
-        if request.method == "POST" and request.url.path.rstrip("/").endswith("/gradio_api/upload") \
-                and not tokens.valid(request.cookies.get(INSTRUCTOR_COOKIE)):
-            from fastapi.responses import PlainTextResponse
-
-            return PlainTextResponse("Sign in as instructor to upload files.", status_code=403)
-        return await call_next(request)
+    app.add_middleware(UploadsNeedAnInstructor, tokens=tokens)
     return gr.mount_gradio_app(
         app, blocks, path="/", css=CSS, footer_links=["api"], run_history=False, show_error=False,
         max_file_size=int(settings.max_upload_mb * 2**20), server_name=settings.host, server_port=settings.port,
     )
+
+
+class UploadsNeedAnInstructor:
+    """Only the instructor tab takes files; Gradio's own upload route would take them from anyone.
+
+    A plain ASGI middleware: Starlette's `@app.middleware("http")` wraps every response, and its
+    per-message disconnect checks on the chat's event streams cost about a tenth of the server's CPU
+    under a lecture hall's load (benchmarks/load.py with py-spy)."""
+
+    def __init__(self, app, tokens: InstructorTokens):
+        self.app, self.tokens = app, tokens
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" \
+                and scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+            from starlette.requests import HTTPConnection
+            from starlette.responses import PlainTextResponse
+
+            if not self.tokens.valid(HTTPConnection(scope).cookies.get(INSTRUCTOR_COOKIE)):
+                await PlainTextResponse("Sign in as instructor to upload files.", status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog,
