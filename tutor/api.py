@@ -138,22 +138,15 @@ class TutorApi:
 
         @router.post("/v1/chat/completions")
         async def chat_completions(request: Request):
-            try:
-                body = await request.body()
-                prepared = await run_in_threadpool(self._admit, request.headers.get("authorization"), body)
-                question, stream = prepared
-                base_url = str(request.base_url)
-                if stream:
-                    return StreamingResponse(self._sse(question, base_url), media_type="text/event-stream",
-                                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-                return JSONResponse(await run_in_threadpool(self._complete, question, base_url))
-            except ApiError as exc:
-                return exc.response()
-            except TutorError as exc:       # e.g. no course indexed yet
-                return ApiError(503, str(exc), "server_error", "not_ready").response()
-            except Exception:
-                log.exception("chat completion failed")
-                return _server_error().response()
+            prepared, error = await _guarded(self._admit, request.headers.get("authorization"), await request.body())
+            if error is not None:
+                return error
+            question, stream = prepared
+            base_url = str(request.base_url)
+            if stream:
+                return StreamingResponse(self._sse(question, base_url), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return await _answered(self._complete, question, base_url)
 
         @router.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
         async def unknown(rest: str):
@@ -357,14 +350,20 @@ def _server_error() -> ApiError:
                     "internal_error")
 
 
-async def _answered(fn, *args) -> JSONResponse:
+async def _guarded(fn, *args) -> tuple[Any, JSONResponse | None]:
+    """`fn(*args)` in a worker thread: (its result, None), or (None, the OpenAI-shaped error response)."""
     try:
-        return JSONResponse(await run_in_threadpool(fn, *args))
+        return await run_in_threadpool(fn, *args), None
     except ApiError as exc:
-        return exc.response()
+        return None, exc.response()
     except TutorError as exc:               # e.g. no course indexed yet
-        return ApiError(503, str(exc), "server_error", "not_ready").response()
+        return None, ApiError(503, str(exc), "server_error", "not_ready").response()
     except Exception:
         log.exception("API request failed")
-        return _server_error().response()
+        return None, _server_error().response()
+
+
+async def _answered(fn, *args) -> JSONResponse:
+    result, error = await _guarded(fn, *args)
+    return error if error is not None else JSONResponse(result)
 

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tutor.cli.options import AsJson, Backend, Course, DataDir, friendly_errors, register_command_groups
+from tutor.cli.options import AsJson, Backend, Course, DataDir, Host, Port, friendly_errors, register_command_groups
 
 app = typer.Typer(
     name="tutor", no_args_is_help=True, add_completion=False,
@@ -96,9 +96,8 @@ def chat(
     course: Course = None,
     data_dir: DataDir = None,
     backend: Backend = None,
-    host: Annotated[Optional[str], typer.Option(
-        "--host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default 7860).")] = None,
+    host: Host = None,
+    port: Port = None,
 ) -> None:
     """Serve the chat for students (and the instructor tab) in the browser; never shared publicly."""
     from tutor.app import serve

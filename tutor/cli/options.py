@@ -18,6 +18,9 @@ Course = Annotated[Optional[str], typer.Option("--course", help="Course id (defa
 Backend = Annotated[Optional[str], typer.Option(
     "--backend", help="LLM backend: extractive | openai | local | auto.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+Host = Annotated[Optional[str], typer.Option(
+    "--host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network).")]
+Port = Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default 7860).")]
 
 
 def friendly_errors(fn):

@@ -8,11 +8,11 @@ that serves only clients (an LMS plugin, a bot, Open WebUI). Keys live in the ch
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from tutor.cli.options import AsJson, Backend, Course, DataDir, friendly_errors
+from tutor.cli.options import AsJson, Backend, Course, DataDir, Host, Port, friendly_errors
 
 keys_app = typer.Typer(help="API keys of the OpenAI-compatible API: create (shown once), list, revoke.",
                        no_args_is_help=True)
@@ -22,9 +22,8 @@ def api(
     course: Course = None,
     data_dir: DataDir = None,
     backend: Backend = None,
-    host: Annotated[Optional[str], typer.Option(
-        "--host", help="Address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default 7860).")] = None,
+    host: Host = None,
+    port: Port = None,
 ) -> None:
     """Serve only the OpenAI-compatible API (/v1/models, /v1/chat/completions), no chat page."""
     import torch
