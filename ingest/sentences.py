@@ -68,13 +68,16 @@ _LOGISTICS_HEADING = re.compile(
     r"\b(?:grades?|grading|exams?|midterms?|assessments?|logistics|office hours|syllabus|deadlines?|polic(?:y|ies)"
     r"|late (?:days|submissions?|work)|course (?:info|information|overview))\b", re.I)
 _LATIN_WORD = re.compile(r"^[^\W\d_]{2,}$")
+_LINK = re.compile(r"\[[^\]]*\]\([^)\s]*\)|https?://\S+")
+# Longer than this is a transcript's unpunctuated run, not a sentence a student can read as an answer.
+MAX_QUOTED_WORDS = 70
 _MATH_SPAN = re.compile(r"\$\$[^$]{1,400}\$\$|\$[^$]{1,200}\$")
 _INLINE_MATH = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\+\(.*?\\+\)|\\+\[.*?\\+\]", re.S)
 
 
 # Raised when the rules for which sentences may be quoted change: the index manifest records it, so the
 # next ingest re-reads every file and the stored sentence table follows the new rules.
-SENTENCE_RULES_VERSION = 3
+SENTENCE_RULES_VERSION = 4
 
 
 def split_sentences(text: str) -> list[str]:
@@ -165,9 +168,23 @@ def candidate_sentences(text: str, heading: str = "") -> list[str]:
     title = heading.split(" > ")[-1].strip().rstrip(":").lower()
     return [s for s in out
             if s.strip().rstrip(":").lower() != title
-            and _balanced_math(s)
+            and _balanced_math(s) and _balanced_brackets(s) and _words(s) <= MAX_QUOTED_WORDS
+            and not _mostly_link(s)
             and (s in rows or _EQUATION_LINE.match(s)
                  or ((_words(s) >= 6 or "$" in s) and answers_something(_lead_in(s))))]
+
+
+def _balanced_brackets(sentence: str) -> bool:
+    """Whether every '(' and '[' outside math closes: "Some architectures (Batch normalization, Skip" is a
+    fragment cut from a slide's line."""
+    text = _INLINE_MATH.sub(" ", sentence)
+    return text.count("(") == text.count(")") and text.count("[") == text.count("]")
+
+
+def _mostly_link(sentence: str) -> bool:
+    """A pointer elsewhere ("see the discussion in [the library's docs](http://...)"), not an answer."""
+    links = sum(len(m.group(0)) for m in _LINK.finditer(sentence))
+    return links > 0.3 * len(sentence)
 
 
 def _balanced_math(sentence: str) -> bool:

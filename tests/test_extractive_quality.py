@@ -125,3 +125,15 @@ def test_math_in_a_sentence_is_quoted_whole():
                "\\theta_i$ of the loss with respect to each parameter.")
     assert candidate_sentences(wrapped) == [wrapped.replace("\n", " ")]
     assert candidate_sentences("The update subtracts the scaled gradient $\\eta \\nabla L from the weights each step.") == []
+
+
+@pytest.mark.parametrize("fragment", [
+    "Some network architectures (Batch normalization, Skip / Residual",
+    "For various types of normalizations, see the discussion in the library's "
+    "[layer parameters](http://example.org/wiki/LayerParams#Local_response_normalization).",
+    " ".join(["so what people do most of the time is that they compute the average of the gradient"] * 6),
+])
+def test_fragments_pointers_and_transcript_runs_are_not_quoted(fragment):
+    """A line cut from a slide (an unclosed bracket), a sentence that is mostly a link elsewhere, and a
+    transcript's unpunctuated run of a hundred words do not read as answers."""
+    assert candidate_sentences(fragment) == []
