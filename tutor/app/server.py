@@ -41,17 +41,19 @@ from tutor.settings import Settings
 
 log = logging.getLogger("tutor.app")
 
-# How many answers are computed at once (more wait in Gradio's queue). An extractive answer costs
-# 60-75 ms of CPU (15-25 ms to its first token: one query embedding, two searches; then the leak check
-# embeds the drafted answer), so a burst is CPU-bound whatever the limit: 50 students at once on 2
-# cores took 2.7-3.5 s wall either way. The limit decides who waits. Measured through Tutor.stream,
-# 50 questions released together, 2 torch threads, a busy shared machine (3 runs each):
+# How many answers are computed at once (more wait in Gradio's queue). An extractive answer now costs
+# 30-40 ms of the server's CPU through the chat, 20 ms through the API (one query embedding shared
+# with the questions asked in the same moment, two searches sharing their BM25 scores, a leak check
+# without embeddings), so a burst is CPU-bound whatever the limit. The limit decides who waits. Earlier
+# measurements through Tutor.stream, 50 questions released together, 2 torch threads (3 runs each):
 #   limit  8: first token p50 1.2-1.4 s, p95 2.6-3.0 s; complete answer p50 1.5-1.9 s
 #   limit 64: first token p50 0.6-0.9 s, p95 0.7-1.0 s; complete answer p50 2.6-3.3 s
 # With 64 the whole burst is admitted: its questions share a few query batches (ingest/query_batch.py;
 # Gradio runs at most 40 handler steps at once) and an extractive answer's whole text shows at its
-# first token (only the sources panel waits for the leak check), so students read sooner. An LLM
-# server (vLLM) batches as many requests.
+# first token, so students read sooner. An LLM server (vLLM) batches as many requests. Through the
+# chat, 50 students at once now get their first text at p50 0.79 s / p95 1.25 s and 200 at p50 4.96 s
+# / p95 6.99 s (benchmarks/results/load-after-60cd7ed.json); past that, Gradio's own queue and event
+# streams cost more than the answers (the API route answers 200 at p95 2.73 s).
 ASK_CONCURRENCY = 64
 # The other events (page load, the feedback picker, feedback) run sub-millisecond handlers (start_page
 # 0.06 ms): 4 at once clear a lecture hall's page loads long before its answers.
