@@ -25,7 +25,8 @@ import numpy as np
 
 from eval.dataset import GoldSource
 from tutor.citations import MARKER, split_sentences
-from tutor.policy import shingles
+from tutor.policy import NUMBER, shingles
+from tutor.policy import result_numbers as policy_result_numbers
 
 RETRIEVAL_KS = (1, 3, 5, 10)
 _PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
@@ -38,7 +39,7 @@ _GREETING = re.compile(
     r"let me know|feel free|happy to help)\b", re.I)
 _LEADING_MARKERS = re.compile(r"^((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)\s*")
 # A number, also at the end of a sentence ("x3 = 4.608."), but not a piece of a version or a name.
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w|\.\d)")
+_NUMBER = NUMBER  # the tutor's leak check and this measure read numbers alike
 MIN_CLAIM_WORDS = 4
 
 
@@ -201,8 +202,7 @@ class PublicText:
 
 def result_numbers(solution: str, public_numbers: frozenset | set) -> set[str]:
     """Numbers of two or more digits a solution states that the public text does not: its results."""
-    return {x for x in _NUMBER.findall(solution)
-            if x not in public_numbers and len(x.strip("-").replace(".", "")) >= 2}
+    return policy_result_numbers(_NUMBER.findall(solution), public_numbers)
 
 
 def solution_overlap(answer: str, solutions: Sequence[str], public: PublicText | str = "", n: int = 6

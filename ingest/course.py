@@ -175,11 +175,8 @@ class CourseConfig:
         return infer_kind(rel)
 
     def lecture_of(self, rel: str) -> Lecture | None:
-        """The scheduled lecture whose source globs match `rel`, if any."""
-        for lecture in self.schedule:
-            if any(_glob_match(rel, g) for g in lecture.sources):
-                return lecture
-        return None
+        """The (first) scheduled lecture whose source globs match `rel`, if any."""
+        return next(iter(self.lectures_of(rel)), None)
 
     def unmatched_globs(self, rels: list[str]) -> list[str]:
         """Source globs that match no file: usually a build step (e.g. `make corpus`) not yet run."""

@@ -129,8 +129,8 @@ class IntegrityChecks:
         self._solutions = [c for c in index.chunks if c.locator.kind == "solution"]
         self._solution_facts = [policy.SolutionFacts.of(c) for c in self._solutions]
         self.has_solutions = bool(self._solutions)
-        self._public = "\n".join(c.text for c in index.chunks if c.locator.kind == "assignment")
-        self._public_numbers = policy.public_numbers(self._public)
+        self._public_numbers = policy.public_numbers(
+            "\n".join(c.text for c in index.chunks if c.locator.kind == "assignment"))
         self._syllabus_rows = np.array([i for i, c in enumerate(index.chunks) if is_syllabus(c)], dtype=np.int64)
 
     def homework(self, question: str, query: str, question_vector: np.ndarray,

@@ -16,6 +16,7 @@ rules with the course index at hand (and spots graded-work and private-data requ
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ingest.course import Assignment, CourseConfig
@@ -30,7 +31,7 @@ HOMEWORK_SIMILARITY = 0.667
 HOMEWORK_RELATIVE_FLOOR = 0.40
 INJECTION_HOMEWORK_SIMILARITY = 0.40
 LEAK_SHINGLE_SHARE = 0.12
-LEAK_NUMBERS = 2
+LEAKNUMBERS = 2
 # The title of graded work no `[[assignments]]` entry names ("write my project report").
 GRADED_WORK_TITLE = "graded work"
 
@@ -44,7 +45,7 @@ _INJECTION = re.compile(
     r"|you are now|act as (?:an? )?(?:unrestricted|different)|developer mode|jailbreak",
     re.I,
 )
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w|\.\d)")
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w|\.\d)")
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,15 @@ def shingles(text: str, n: int = 6) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
+def result_numbers(numbers: Iterable[str], public: set[str] | frozenset) -> set[str]:
+    """Of a solution's `numbers`, those of two or more digits that the public text does not state:
+    its results (the one rule, for the tutor's leak check and the eval's leak measure)."""
+    return {x for x in numbers if x not in public and len(x.strip("-").replace(".", "")) >= 2}
+
+
 def solution_only_numbers(solution: str, public_text: str) -> set[str]:
     """Numbers the solution states that the assignment and question do not: its results."""
-    public = set(_NUMBER.findall(public_text))
-    return {x for x in _NUMBER.findall(solution) if x not in public and len(x.strip("-").replace(".", "")) >= 2}
+    return result_numbers(NUMBER.findall(solution), public_numbers(public_text))
 
 
 @dataclass(frozen=True)
@@ -111,12 +117,12 @@ class SolutionFacts:
 
     @classmethod
     def of(cls, chunk: Chunk) -> SolutionFacts:
-        return cls(chunk.locator.path, frozenset(shingles(chunk.text)), frozenset(_NUMBER.findall(chunk.text)))
+        return cls(chunk.locator.path, frozenset(shingles(chunk.text)), frozenset(NUMBER.findall(chunk.text)))
 
 
 def public_numbers(text: str) -> set[str]:
     """The numbers of text students already have (the assignments, the question)."""
-    return set(_NUMBER.findall(text))
+    return set(NUMBER.findall(text))
 
 
 def solution_leak(answer: str, solutions: list[Chunk] | list[SolutionFacts], public_text: str = "",
@@ -125,7 +131,7 @@ def solution_leak(answer: str, solutions: list[Chunk] | list[SolutionFacts], pub
     6-grams, or states enough of the numbers only the solution has. `public` (the numbers of
     `public_text`) may be given worked out already, as `solutions` may be `SolutionFacts`."""
     answer_shingles = shingles(answer)
-    answer_numbers = set(_NUMBER.findall(answer))
+    answer_numbers = set(NUMBER.findall(answer))
     public = public_numbers(public_text) if public is None else public
     for solution in solutions:
         facts = solution if isinstance(solution, SolutionFacts) else SolutionFacts.of(solution)
@@ -133,9 +139,8 @@ def solution_leak(answer: str, solutions: list[Chunk] | list[SolutionFacts], pub
             shared = len(facts.shingles & answer_shingles) / min(len(facts.shingles), len(answer_shingles))
             if shared >= LEAK_SHINGLE_SHARE:
                 return f"shares {shared:.0%} of its phrasing with {facts.path}"
-        results = {x for x in facts.numbers & answer_numbers
-                   if x not in public and len(x.strip("-").replace(".", "")) >= 2}
-        if len(results) >= LEAK_NUMBERS:
+        results = result_numbers(facts.numbers & answer_numbers, public)
+        if len(results) >= LEAKNUMBERS:
             return f"states results of {facts.path} ({', '.join(sorted(results)[:4])})"
     return ""
 
