@@ -105,7 +105,7 @@ def test_student_sees_math_citations_and_the_cited_passage(app_url, page):
     ask(page, QUESTION)
     page.wait_for_selector(".tutor-chip")                       # drawn when the answer is final
     answer = page.locator("#tutor-chat .message.bot, #tutor-chat [data-testid='bot']").last
-    assert answer.locator(".katex").count() >= 1, answer.inner_text()
+    answer.locator(".katex").first.wait_for(timeout=20_000)    # KaTeX typesets just after
     assert "[1]" in answer.inner_text()
     page.screenshot(path=str(ARTIFACTS / "browser-2-answer.png"))
 
@@ -144,6 +144,9 @@ def test_every_math_delimiter_renders(app_url, page):
     ask(page, "What are the four math styles of the notation check?")
     page.wait_for_selector(".tutor-chip")
     answer = page.locator("#tutor-chat .message.bot, #tutor-chat [data-testid='bot']").last
+    # KaTeX typesets after the message is in the page, so wait for the fourth formula (a timeout
+    # here means the math never rendered), then check no delimiter is left as text.
+    answer.locator(".katex").nth(3).wait_for(timeout=20_000)
     text = answer.inner_text()
     assert "$" not in text and "\\(" not in text and "\\[" not in text, text
     assert answer.locator(".katex").count() >= 4
