@@ -156,14 +156,15 @@ def citation_precision_recall(claims: Sequence[Claim], supported: dict[tuple[int
                               ) -> tuple[float | None, float | None]:
     """ALCE-style citation quality from per-(claim index, cited number) verdicts.
 
-    precision: the share of citations whose passage supports the sentence citing it (None without
-    citations); recall: the share of factual sentences citing at least one supporting passage (None
-    without factual sentences). A pair missing from `supported` (e.g. a number naming no passage)
-    counts as not supporting."""
-    pairs = citation_pairs(claims)
-    precision = sum(1 for p in pairs if supported.get(p, False)) / len(pairs) if pairs else None
+    precision: the share of citations whose passage supports the sentence citing it; as in ALCE, an
+    answer with factual sentences and no citation at all scores 0 (so a model that never cites cannot
+    escape the measure), and one with neither scores None. recall: the share of factual sentences
+    citing at least one supporting passage (None without factual sentences). A pair missing from
+    `supported` (e.g. a number naming no passage) counts as not supporting."""
     if not claims:
-        return precision, None
+        return None, None
+    pairs = citation_pairs(claims)
+    precision = sum(1 for p in pairs if supported.get(p, False)) / len(pairs) if pairs else 0.0
     backed = sum(1 for i, claim in enumerate(claims) if any(supported.get((i, n), False) for n in claim.cites))
     return precision, backed / len(claims)
 

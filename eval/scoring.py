@@ -65,7 +65,8 @@ def _specs() -> list[MetricSpec]:
                                 f"mean reciprocal rank of the first gold source ({what})"))
     specs += [
         MetricSpec("citations.precision", "citations.precision", "mean", RUN_JUDGE, True,
-                   "share of citations whose passage supports the sentence citing it"),
+                   "share of citations whose passage supports the sentence citing it (an answer with "
+                   "factual sentences and no citation scores 0)"),
         MetricSpec("citations.validity", "citations.valid", "mean", "rule:markers", True,
                    "share of answered in-scope questions whose answer has at least one [n] and every [n] "
                    "names one of its sources"),

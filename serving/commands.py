@@ -49,6 +49,9 @@ def finetune(
         "its gold passages is trained on (default: eval/datasets/<course>.jsonl when present; '' for none).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also save the base with the adapter merged in.")] = False,
     data_only: Annotated[bool, typer.Option("--data-only", help="Build and save the examples; do not train.")] = False,
+    shuffle_replies: Annotated[bool, typer.Option(
+        "--shuffle-replies", help="Negative control: give each training prompt another example's reply "
+                                  "(an adapter the promotion gate should refuse).")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Fine-tune a LoRA adapter on the course (instructor Q&A, liked answers, cited course passages,
@@ -97,7 +100,7 @@ def finetune(
     chosen = base or settings.llm_model_path
     base_model = Path(resolve_model_path(chosen, settings.data_dir)) if chosen else None
     summary = finetune_course(settings, course, base_model, out, lora, options, teacher, merge, data_only, log,
-                              eval_dataset=eval_dataset)
+                              eval_dataset=eval_dataset, shuffle_replies=shuffle_replies)
     if as_json:
         typer.echo(json.dumps(summary))
     elif "adapter" in summary:

@@ -316,13 +316,15 @@ def _versions(device: str) -> dict:
 
 def finetune_course(settings, course: str | None, base_model: Path | None, out_dir: Path | None,
                     lora: LoraSettings, data_options=None, teacher=None, merge: bool = False,
-                    data_only: bool = False, log: StepLog | None = None, eval_dataset: str | Path | None = None) -> dict:
+                    data_only: bool = False, log: StepLog | None = None, eval_dataset: str | Path | None = None,
+                    shuffle_replies: bool = False) -> dict:
     """`tutor finetune`: build the course's examples, train, check, optionally merge; a summary dict.
 
     `settings` is the tutor's `Settings` (data dir, index, embedder, chat log); the adapter goes to
     `out_dir/adapter` (default `<data dir>/adapters/<course>`), the examples to `out_dir/data`.
     No example overlapping a case of `eval_dataset` is trained on (`serving.holdout`); None means the
     course's shipped set (`eval/datasets/<course>.jsonl`) when there is one, "" means none.
+    `shuffle_replies` trains a negative control on mismatched replies (`FinetuneData.with_shuffled_replies`).
     """
     from serving.holdout import EvalHoldout
 
@@ -344,6 +346,8 @@ def finetune_course(settings, course: str | None, base_model: Path | None, out_d
     holdout = EvalHoldout.from_dataset(Path(eval_dataset), embedder) if eval_dataset else None
     data = build_finetune_data(index, embedder, teacher=teacher, options=data_options,
                                chatlog=_chatlog(settings), holdout=holdout)
+    if shuffle_replies:
+        data = data.with_shuffled_replies(lora.seed)
     data_dir = data.save(out_dir / "data")
     log({"event": "data", "path": str(data_dir), **data.manifest()})
     summary = {"data": {"path": str(data_dir), **data.manifest()}}

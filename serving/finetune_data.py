@@ -30,6 +30,7 @@ and how many were left out.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -155,6 +156,24 @@ class FinetuneData:
                                                    encoding="utf-8")
         (out_dir / "data_manifest.json").write_text(json.dumps(self.manifest(), indent=2), encoding="utf-8")
         return out_dir
+
+    def with_shuffled_replies(self, seed: int = 0) -> FinetuneData:
+        """A deliberately worse copy for a negative control: every training prompt gets another
+        training example's reply (a permutation with no fixed point), validation stays true.
+
+        An adapter trained on it learns the format but cites passages its prompt does not hold,
+        which is what the promotion gate must refuse; the notes say so, and the sha256 differs."""
+        if len(self.train) < 2:
+            raise FinetuneDataError(f"shuffling replies needs at least 2 training examples, not {len(self.train)}")
+        order = list(range(len(self.train)))
+        rng = np.random.default_rng(seed)
+        shift = int(rng.integers(1, len(order)))
+        rng.shuffle(order)
+        donor = {order[i]: order[(i + shift) % len(order)] for i in range(len(order))}   # no fixed point
+        train = [dataclasses.replace(e, reply=self.train[donor[i]].reply) for i, e in enumerate(self.train)]
+        note = (f"negative control: the {len(train)} training replies were shuffled among the prompts (seed {seed}); "
+                "this adapter is meant to be worse")
+        return dataclasses.replace(self, train=train, notes=[*self.notes, note])
 
     @classmethod
     def load(cls, folder: Path) -> FinetuneData:

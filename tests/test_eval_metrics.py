@@ -104,7 +104,7 @@ def test_citation_precision_recall_hand_computed():
 def test_citation_precision_recall_edge_cases():
     assert citation_precision_recall([], {}) == (None, None)
     uncited = [Claim("a b c d", ())]
-    assert citation_precision_recall(uncited, {}) == (None, 0.0)
+    assert citation_precision_recall(uncited, {}) == (0.0, 0.0)        # claims without any citation: 0, as ALCE
     # a marker naming no passage has no verdict and counts as unsupported
     assert citation_precision_recall([Claim("a b c d", (9,))], {}) == (0.0, 0.0)
 

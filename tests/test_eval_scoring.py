@@ -85,7 +85,9 @@ def test_aggregate_hand_computed(scores):
     assert value["declines.accuracy"] == pytest.approx(6 / 7)          # 7 answered cases, one wrong
     assert value["declines.out_of_scope_declined"] == 0.5
     assert value["homework.leak_rate"] == 0.5 and value["homework.hint_rate"] == 0.5
-    assert value["citations.precision"] == pytest.approx(0.5)           # per-case mean of 1.0 and 0.0
+    # per-case mean of 1.0, 0.0 and the two answers with claims and no citation (0.0 each, as in ALCE)
+    assert value["citations.precision"] == pytest.approx(0.25)
+    assert scores["oos-answered"]["values"]["citations.precision"] == 0.0
     assert value["run.error_rate"] == pytest.approx(1 / 8)
     assert value["latency.total_p50_s"] == 1.0                           # of 0.1, 0.2, 0.5, 1, 2, 2, 3
     assert table["citations.recall"]["judge"] == "lexical" and table["homework.leak_rate"]["n"] == 2

@@ -171,6 +171,20 @@ def test_build_is_deterministic_and_the_hash_names_the_data(data, course, tmp_pa
         FinetuneData.load(folder)
 
 
+def test_shuffled_replies_are_a_permutation_with_no_reply_left_in_place(data):
+    shuffled = data.with_shuffled_replies(seed=3)
+    assert sorted(e.reply for e in shuffled.train) == sorted(e.reply for e in data.train)
+    unique = {r for r in (e.reply for e in data.train) if sum(e.reply == r for e in data.train) == 1}
+    assert len(unique) >= 2
+    assert all(new.reply != old.reply for new, old in zip(shuffled.train, data.train) if old.reply in unique)
+    assert [e.messages for e in shuffled.train] == [e.messages for e in data.train]   # prompts untouched
+    assert shuffled.validation == data.validation and shuffled.sha256 != data.sha256
+    assert "negative control" in shuffled.notes[-1] and "negative control" not in " ".join(data.notes)
+    assert [e.reply for e in data.with_shuffled_replies(seed=3).train] == [e.reply for e in shuffled.train]
+    with pytest.raises(FinetuneDataError, match="at least 2"):
+        FinetuneData(data.course, data.train[:1], [], data.counts).with_shuffled_replies()
+
+
 def test_split_is_stable_when_examples_are_added():
     examples = [Example(f"Question number {i}?", "qa", [], "a") for i in range(60)]
     train, validation = split_examples(examples[:40], 0.2)
@@ -364,3 +378,14 @@ def test_cli_builds_the_data_without_training(course, tmp_path):
     missing_base = CliRunner().invoke(app, ["finetune", "--course", "small", "--data-dir", str(course["data_dir"]),
                                             "--out", str(tmp_path)], env={"TUTOR_LLM_MODEL_PATH": ""})
     assert missing_base.exit_code == 2 and "needs a base model" in missing_base.output
+
+
+def test_cli_shuffled_replies_save_the_control_data_and_say_so(course, tmp_path):
+    args = ["finetune", "--course", "small", "--data-dir", str(course["data_dir"]), "--data-only", "--top-k", "2"]
+    plain = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "plain")])
+    control = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "control"), "--shuffle-replies"])
+    assert plain.exit_code == 0 and control.exit_code == 0, plain.output + control.output
+    assert "negative control" in control.output and "negative control" not in plain.output
+    true, shuffled = FinetuneData.load(tmp_path / "plain" / "data"), FinetuneData.load(tmp_path / "control" / "data")
+    assert [e.messages for e in shuffled.train] == [e.messages for e in true.train]
+    assert [e.reply for e in shuffled.train] != [e.reply for e in true.train]
