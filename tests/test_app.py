@@ -174,9 +174,11 @@ def test_question_streams_an_answer_with_citations_and_demo_links(served):
     url, _, data = served
     chat, sources, outputs = ask(client(url), "What is the gradient descent update rule?")
 
-    assert len(outputs) >= 3                                   # placeholder, streamed text, final answer
-    streamed = [text_of(o[0][-1]) for o in outputs if o[0]]
-    assert streamed[0] == "…" and streamed[-1] == text_of(chat[-1])
+    # An extractive answer comes whole: the placeholder (with the sources panel saying they are on the
+    # way), then the answer with its sources, and no partial update between them.
+    assert len(outputs) == 2, [text_of(o[0][-1]) for o in outputs]
+    assert text_of(outputs[0][0][-1]) == "…" and "appear here when the answer is complete" in outputs[0][1]
+    assert "What is the gradient descent update rule?" in outputs[0][1]
     answer = text_of(chat[-1])
     assert [m["role"] for m in chat] == ["user", "assistant"]
     assert "[1]" in answer and "\\theta" in answer
@@ -191,6 +193,35 @@ def test_question_streams_an_answer_with_citations_and_demo_links(served):
         ("What is the gradient descent update rule?",))
     assert answer_text == answer and backend == "extractive" and "total_s" in json.loads(timings)
     assert json.loads(citations)[0]["locator"]["path"] == "book/01-gradient-descent.md"
+
+
+def test_a_model_answer_streams_in_pieces_and_ends_with_its_sources(served):
+    from tutor.answer import Tutor
+    from tutor.app import build_app, serve_in_thread
+    from tutor.llm import LLMBackend
+    from tutor.settings import load_settings
+
+    class SlowModel(LLMBackend):
+        """Writes a cited reply a word every 60 ms, as a model on a server would."""
+
+        name, model = "slow", "slow-1"
+
+        def stream(self, messages, **opts):
+            for word in "Gradient descent steps against the gradient [1] scaled by the learning rate .".split():
+                time.sleep(0.06)
+                yield word + " "
+
+    _, _, data = served
+    settings = load_settings(data_dir=data, course="tiny", llm_backend="extractive")
+    with serve_in_thread(build_app(settings, lambda course: Tutor.from_settings(
+            settings, course=course, backend=SlowModel()))) as url:
+        chat, sources, outputs = ask(client(url), "What is the gradient descent update rule?")
+    shown = [text_of(o[0][-1]) for o in outputs]
+    assert shown[0] == "…" and len(shown) >= 4, shown       # placeholder, several partial texts, final
+    partial = shown[1:-1]
+    assert all(len(a) <= len(b) for a, b in zip(partial, partial[1:])) and partial[0] != shown[-1]
+    assert all("tutor-chip" not in o[1] for o in outputs[:-1]) and "tutor-chip" in sources
+    assert "learning rate" in text_of(chat[-1])
 
 
 def test_follow_up_uses_the_conversation_and_sessions_stay_apart(served):

@@ -99,8 +99,13 @@ class StudentChat:
         except QuotaExceeded as exc:  # "...; you can ask again at 14:05."
             raise gr.Error(str(exc), print_exception=False) from None
         messages = [*session["messages"], {"role": "user", "content": message}]
-        yield [*messages, {"role": "assistant", "content": PLACEHOLDER}], gr.skip(), "", session
+        # Values, not gr.skip(): Gradio builds a new component for every skipped output of every update
+        # (about 0.5 ms of the server's CPU each), and the sources panel should not show the last
+        # answer's sources beside the new question anyway.
+        pending = sources_html(None, message)
+        yield [*messages, {"role": "assistant", "content": PLACEHOLDER}], pending, "", session
         streamed, answer, shown_at = "", None, 0.0
+        live = tutor.backend.streams      # an extractive answer comes whole: one update, not three
         try:
             for event in tutor.stream(message, history=session["history"][-HISTORY_TURNS:],
                                       mode=mode if mode in ("explain", "socratic") else None):
@@ -108,13 +113,13 @@ class StudentChat:
                     answer = event.answer
                     break
                 streamed = streamed + event.text if event.kind == "delta" else ""   # "reset": draft withheld
-                # Each update re-sends the conversation: show the first text at once, then at most every
-                # STREAM_INTERVAL_S (a model's stream still looks live; an extractive answer's pieces,
-                # which come together, cost one update instead of one each).
-                if time.monotonic() - shown_at >= STREAM_INTERVAL_S or event.kind == "reset":
+                # Each update re-sends the conversation: a model's stream shows its first text at once, then
+                # at most every STREAM_INTERVAL_S, so it still looks live; an answer that comes whole
+                # (extractive) is shown once, with its sources, below.
+                if live and (time.monotonic() - shown_at >= STREAM_INTERVAL_S or event.kind == "reset"):
                     shown_at = time.monotonic()
                     shown = {"role": "assistant", "content": streamed or RESET_NOTE}
-                    yield [*messages, shown], gr.skip(), gr.skip(), session
+                    yield [*messages, shown], pending, gr.skip(), session    # an unchanged value is not re-sent
         except TutorError as exc:
             raise gr.Error(str(exc)) from None
         if answer is None:

@@ -113,12 +113,17 @@ def chip_label(locator: dict) -> str:
     return name
 
 
-def sources_html(turn: dict | None) -> str:
+def sources_html(turn: dict | None, pending: str = "") -> str:
     """Chips and (hidden) passage panels for one answer, plus its demo links.
 
     `turn` holds `course`, `question`, `citations` (each a Citation dict plus `passage`, the cited
-    chunk's text) and `demos`; None renders the empty-state hint.
+    chunk's text) and `demos`; None renders the empty-state hint, or with `pending` (a question being
+    answered) a note that its sources come with the finished answer.
     """
+    if not turn and pending:
+        return ("<div class='tutor-sources'><div class='tutor-question'>Sources for: "
+                f"<i>{html.escape(_short(pending, 90))}</i></div><p class='tutor-hint'>They appear here when "
+                "the answer is complete.</p></div>")
     if not turn:
         return ("<div class='tutor-sources'><p class='tutor-hint'>Sources for each answer appear here: "
                 "click a number to read the passage and open the original.</p></div>")

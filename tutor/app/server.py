@@ -59,6 +59,10 @@ ASK_CONCURRENCY = 64
 # 0.06 ms): 4 at once clear a lecture hall's page loads long before its answers.
 OTHER_CONCURRENCY = 4
 SESSION_TTL_S = 12 * 3600
+# Students waiting in the queue see their place refreshed this often. Gradio's default ("auto") tells
+# every waiting student each time any answer starts: with 136 of 200 waiting that is thousands of
+# messages in a burst, each a write on the server's one Python thread.
+QUEUE_STATUS_INTERVAL_S = 1.0
 
 
 class CourseTutors:
@@ -221,7 +225,7 @@ def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog,
         course_picker.change(chat.start_page, [course_picker], page, api_name=False)
         chatbot.clear(chat.start_page, [course_picker], page, api_name=False)
         blocks.load(chat.start_page, [course_picker], page, api_name=False)
-    blocks.queue(default_concurrency_limit=OTHER_CONCURRENCY)
+    blocks.queue(default_concurrency_limit=OTHER_CONCURRENCY, status_update_rate=QUEUE_STATUS_INTERVAL_S)
     return blocks
 
 

@@ -128,6 +128,9 @@ class LLMBackend(ABC):
     name: str
     model: str
     reads_sources: ClassVar[bool] = False
+    # Whether the text arrives over time (a model writing) or all at once (quoted sentences): the chat
+    # shows a streaming answer's pieces as they come, a whole one in a single update.
+    streams: ClassVar[bool] = True
 
     @abstractmethod
     def stream(

@@ -124,6 +124,7 @@ class ExtractiveBackend(LLMBackend):
     name = "extractive"
     model = "extractive"
     reads_sources = True
+    streams = False       # its sentences are picked together, then handed out in one go
 
     def stream(self, messages: list[dict], *, max_tokens: int = 512, temperature: float = 0.2,
                stop: list[str] | None = None, grounding: Grounding | None = None, **opts) -> Iterator[str]:
