@@ -8,7 +8,11 @@ temporary folder (the chat writes its chat log into its data dir; the original i
 and `models/` is not copied: extractive answers do not use it). After one unmeasured warm-up
 question, each level sends N students at once, every one a new session asking one question; the
 N=1 level (always run, first) asks `--single-rounds` questions one after another and is the
-baseline the other levels are compared with. Per question it measures the time to the first token
+baseline the other levels are compared with. Through the chat, every student of a level first opens
+the page, all at once (the page-load event a browser runs, which creates the student's session on the
+server: about 3 ms of CPU each, for the 56 components' settings), and then all ask at once; the
+page-open times are reported apart. `--no-open-page` skips that, so each question also pays for a
+session the server has never seen (what a client that asks without opening the page costs). Per question it measures the time to the first token
 (from sending the question to the first streamed chat update whose answer has real text: not the
 "…" placeholder nor the "checking the draft" note that `tutor/app_chat.py` shows first), the total
 time (to the final update, which fills the sources panel) and errors (an HTTP failure, a Gradio
@@ -118,11 +122,14 @@ class GradioAsk:
     prefix: str           # "gradio_api/", relative to the app's URL
     fn_index: int
     trigger_id: int | None
+    load_fn_index: int | None = None    # the page-load event a browser runs when the page opens
 
     @classmethod
     def discover(cls, base_url: str) -> GradioAsk:
         config = httpx.get(base_url + "config", timeout=30).raise_for_status().json()
         types = {c["id"]: c["type"] for c in config["components"]}
+        load = next((dep["id"] for dep in config["dependencies"]
+                     if any(target[1] == "load" for target in dep.get("targets", []))), None)
         for dep in config["dependencies"]:
             if dep.get("api_name") == "ask":
                 inputs = [types[i] for i in dep["inputs"]]
@@ -130,7 +137,7 @@ class GradioAsk:
                     raise SystemExit(f"/ask now takes {inputs}, not {ASK_INPUTS}: update ASK_INPUTS and "
                                      "ask_via_gradio in benchmarks/load.py")
                 trigger = dep["targets"][0][0] if dep.get("targets") else None
-                return cls(config.get("api_prefix", "/gradio_api").strip("/") + "/", dep["id"], trigger)
+                return cls(config.get("api_prefix", "/gradio_api").strip("/") + "/", dep["id"], trigger, load)
         raise SystemExit(f"{base_url} has no /ask endpoint; is it the tutor's chat?")
 
 
@@ -167,10 +174,38 @@ def apply_diff(value, diff: list):
     return value
 
 
+async def open_page_via_gradio(http: httpx.AsyncClient, app: GradioAsk, course: str | None,
+                               timeout_s: float) -> tuple[str, float | None, str]:
+    """A student opens the chat: the page-load event the browser runs (it creates the student's
+    session on the server and fills the page). (session hash, seconds it took, error or "")."""
+    session, started = uuid.uuid4().hex, time.perf_counter()
+    if app.load_fn_index is None:
+        return session, None, "the page has no load event"
+    try:
+        async with asyncio.timeout(timeout_s):
+            joined = await http.post(app.prefix + "queue/join", json={
+                "data": [course], "fn_index": app.load_fn_index, "trigger_id": None, "session_hash": session,
+                "event_data": None})
+            joined.raise_for_status()
+            async with http.stream("GET", app.prefix + "queue/data", params={"session_hash": session}) as stream:
+                stream.raise_for_status()
+                async for line in stream.aiter_lines():
+                    message = json.loads(line[5:]) if line.startswith("data:") else {}
+                    if message.get("msg") == "process_completed":
+                        error = "" if message.get("success", True) else f"page load failed: {message.get('output')}"
+                        return session, time.perf_counter() - started, error
+        return session, None, "the page-load stream ended before it completed"
+    except TimeoutError:
+        return session, None, f"the page did not load within {timeout_s:g} s"
+    except (httpx.HTTPError, ValueError) as exc:
+        return session, None, f"{type(exc).__name__} opening the page: {exc}"
+
+
 async def ask_via_gradio(http: httpx.AsyncClient, app: GradioAsk, question: str, course: str | None,
-                         timeout_s: float) -> Outcome:
-    """One student's question: join the queue as a new session, read its stream to the end."""
-    outcome, session = Outcome(question), uuid.uuid4().hex
+                         timeout_s: float, session: str | None = None) -> Outcome:
+    """One student's question: join the queue (in the session of the page the student opened, or as a
+    new session), read its stream to the end."""
+    outcome, session = Outcome(question), session or uuid.uuid4().hex
     started = time.perf_counter()
     chat, step = None, "joining the queue"
     try:
@@ -240,8 +275,9 @@ class ApiAsk:
 
 
 async def ask_via_api(http: httpx.AsyncClient, app: ApiAsk, question: str, course: str | None,
-                      timeout_s: float) -> Outcome:
-    """One client's question through the OpenAI-compatible API, streamed."""
+                      timeout_s: float, session: str | None = None) -> Outcome:
+    """One client's question through the OpenAI-compatible API, streamed (an API client has no page,
+    so no session to open)."""
     outcome, started, final = Outcome(question), time.perf_counter(), None
     try:
         async with asyncio.timeout(timeout_s):
@@ -276,6 +312,7 @@ async def ask_via_api(http: httpx.AsyncClient, app: ApiAsk, question: str, cours
 
 ASK_VIA = {"gradio": (lambda url, data_dir, course: GradioAsk.discover(url), ask_via_gradio),
            "api": (ApiAsk.discover, ask_via_api)}
+OPEN_PAGE = {"gradio": open_page_via_gradio}      # how a student of that route opens the page, if it has one
 
 
 # -- CPU accounting -------------------------------------------------------------------------------
@@ -306,27 +343,42 @@ def percentile(samples: list[float], q: float) -> float | None:
 
 
 async def run_level(students: int, questions: list[str], base_url: str, app, ask, course: str | None,
-                    timeout_s: float, server_pid: int) -> dict:
-    """`students` questions at once (or, for one student, one after another); figures and records."""
+                    timeout_s: float, server_pid: int, open_page=None) -> dict:
+    """`students` questions at once (or, for one student, one after another); figures and records.
+
+    With `open_page`, every student first opens the page (all at once, not part of the question's
+    times), as a browser does before its student can type; the page-open times are reported apart."""
     # No connection is reused: a shared pool hands one student's idle connection to another, which no
     # browser does, and with reuse a first run at 200 students lost 7 questions to connection resets
     # (`ReadError`), most likely uvicorn's 5 s keep-alive closing a pooled connection as it was reused.
     limits = httpx.Limits(max_connections=2 * students + 8, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=httpx.Timeout(timeout_s, connect=30),
                                  trust_env=False) as http:
+        pages = []
+        if open_page is not None:
+            pages = await asyncio.gather(*(open_page(http, app, course, timeout_s) for _ in questions))
+        sessions = [page[0] for page in pages] or [None] * len(questions)
         cpu = (client_cpu_s(), process_cpu_s(server_pid), machine_busy_s())
         started = time.perf_counter()
         if students == 1:
-            outcomes = [await ask(http, app, q, course, timeout_s) for q in questions]
+            outcomes = [await ask(http, app, q, course, timeout_s, s) for q, s in zip(questions, sessions)]
         else:
-            outcomes = await asyncio.gather(*(ask(http, app, q, course, timeout_s) for q in questions))
+            outcomes = await asyncio.gather(*(ask(http, app, q, course, timeout_s, s)
+                                              for q, s in zip(questions, sessions)))
         wall = time.perf_counter() - started
         client, server, machine = (client_cpu_s() - cpu[0], process_cpu_s(server_pid) - cpu[1],
                                    machine_busy_s() - cpu[2])
+    page_errors = [page[2] for page in pages if page[2]]
+    for outcome, page in zip(outcomes, pages):
+        if page[2] and not outcome.error:
+            outcome.error = page[2]              # a student whose page failed to open counts as a failure
     ok = [o for o in outcomes if not o.error]
     ttft, total = [o.ttft_s for o in ok], [o.total_s for o in ok]
+    opened = [page[1] for page in pages if page[1] is not None]
     return {
-        "students": students, "asked": len(outcomes), "answered": len(ok), "errors": len(outcomes) - len(ok),
+        "students": students, "page_opened": open_page is not None, "page_errors": len(page_errors),
+        "page_open_p50_s": percentile(opened, 0.5), "page_open_p95_s": percentile(opened, 0.95),
+        "asked": len(outcomes), "answered": len(ok), "errors": len(outcomes) - len(ok),
         "cited": sum(o.cited for o in ok), "wall_s": wall, "answers_per_s": len(ok) / wall if wall else None,
         "ttft_p50_s": percentile(ttft, 0.5), "ttft_p95_s": percentile(ttft, 0.95),
         "total_p50_s": percentile(total, 0.5), "total_p95_s": percentile(total, 0.95),
@@ -365,6 +417,9 @@ def print_table(levels: list[dict]) -> None:
         print(f"{lv['students']:>8} {answered:>9} {lv['errors']:>6} {f(lv['ttft_p50_s']):>8} {f(lv['ttft_p95_s']):>6} "
               f"{f(lv['total_p50_s']):>9} {f(lv['total_p95_s']):>6} {f(lv['answers_per_s']):>9} {ttft_x:>19} "
               f"{total_x:>20} {f(lv['client_share'], '.1%'):>10} {per_answer:>15.2f} s {lv['other_cpu_s']:>8.0f} s")
+        if lv.get("page_opened"):
+            print(f"{'':>8} each student opened the page first: p50 {f(lv['page_open_p50_s'])} s, "
+                  f"p95 {f(lv['page_open_p95_s'])} s, {lv['page_errors']} failed")
         for key, met in lv["targets"].items():
             print(f"{'':>8} target {key} <= {TARGETS[lv['students']][key]:g}: {'met' if met else 'MISSED'}")
         for error in lv["error_samples"]:
@@ -473,6 +528,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds the app may take to start")
     parser.add_argument("--via", type=parse_via, default=["gradio"],
                         help=f"how the students reach the tutor, comma-separated: {', '.join(ASK_VIA)}")
+    parser.add_argument("--open-page", action=argparse.BooleanOptionalAction, default=True,
+                        help="each student opens the chat page before the burst (as in a browser: the page-load "
+                             "event creates the student's session); --no-open-page sends each question from a "
+                             "session the server has never seen, so its creation is part of the question")
     parser.add_argument("--out", type=Path, default=None, help="write the figures and every question's record here")
     args = parser.parse_args(argv)
 
@@ -483,6 +542,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = {**git_lineage(), "via": ",".join(args.via), "data_dir": str(args.data_dir), "course": course,
            "dataset": str(dataset), "skipped_types": list(NOT_ASKED), "pool": len(pool), "levels": args.levels,
            "single_rounds": args.single_rounds, "timeout_s": args.timeout, "cpus": os.cpu_count(),
+           "open_page": args.open_page,
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with tempfile.TemporaryDirectory(prefix="tutor-load-") as tmp:
         data = copy_data_dir(args.data_dir, Path(tmp))
@@ -501,8 +561,9 @@ def main(argv: list[str] | None = None) -> dict:
                     count = args.single_rounds if students == 1 else students
                     questions = take(pool, used, count)
                     used += count
+                    opener = OPEN_PAGE.get(via) if args.open_page else None
                     level = asyncio.run(run_level(students, questions, url, app, ask, course, args.timeout,
-                                                  process.pid))
+                                                  process.pid, opener))
                     levels.append({"via": via, **level})
                     print(f"  via {via}, {students} student(s): {level['answered']}/{level['asked']} answered "
                           f"in {level['wall_s']:.1f} s", flush=True)

@@ -115,6 +115,32 @@ def test_failures_are_counted_with_their_reason(stream, error):
     assert error in outcome.error
 
 
+def test_a_student_opens_the_page_then_asks_in_its_session():
+    app = load.GradioAsk(prefix="gradio_api/", fn_index=3, trigger_id=9, load_fn_index=0)
+    joins = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/gradio_api/queue/join":
+            joins.append(json.loads(request.content))
+            return httpx.Response(200, json={"event_id": f"e{len(joins)}"})
+        assert request.url.params["session_hash"] == joins[-1]["session_hash"]
+        page_loaded = sse({"msg": "process_completed", "success": True, "output": {"data": [{}, [], "", "", None]}})
+        stream = page_loaded if joins[-1]["fn_index"] == 0 else answer_stream()
+        return httpx.Response(200, content=stream, headers={"content-type": "text/event-stream"})
+
+    async def student():
+        async with httpx.AsyncClient(base_url="http://127.0.0.1:1/", transport=httpx.MockTransport(handler)) as http:
+            session, seconds, error = await load.open_page_via_gradio(http, app, "dl-intro", timeout_s=10)
+            return session, seconds, error, await load.ask_via_gradio(http, app, "What is dropout?", "dl-intro",
+                                                                      timeout_s=10, session=session)
+
+    session, seconds, error, outcome = asyncio.run(student())
+    assert error == "" and seconds is not None and outcome.error == "" and outcome.cited
+    assert [(j["fn_index"], j["data"]) for j in joins] == [(0, ["dl-intro"]),
+                                                          (3, ["What is dropout?", None, "dl-intro", "explain"])]
+    assert joins[0]["session_hash"] == joins[1]["session_hash"] == session
+
+
 def test_in_place_diffs_match_gradios_own():
     from gradio_client.utils import apply_diff
 
@@ -141,6 +167,7 @@ def test_a_small_run_end_to_end_leaves_the_data_dir_alone(tmp_path):
 
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert [(lv["students"], lv["asked"], lv["errors"]) for lv in report["levels"]] == [(1, 2, 0), (3, 3, 0)]
+    assert all(lv["page_opened"] and lv["page_errors"] == 0 and lv["page_open_p95_s"] for lv in report["levels"])
     asked = [q["question"] for lv in report["levels"] for q in lv["questions"]]
     assert len(set(asked)) == 5                                   # every question of the run differs
     assert report["run"]["course"] == "tiny" and report["run"]["commit"]
