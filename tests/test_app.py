@@ -145,7 +145,7 @@ def ask(gradio, question: str, mode: str = "explain", course: str = "tiny") -> t
     job = gradio.submit(question, course, mode, api_name="/ask")
     job.result(timeout=120)
     outputs = job.outputs()
-    chat, sources, _ = outputs[-1]
+    chat, sources = outputs[-1][:2]
     return chat, sources, outputs
 
 
@@ -192,6 +192,9 @@ def test_question_streams_an_answer_with_citations_and_demo_links(served):
         data, "SELECT question, answer, citations, backend, timings FROM chats WHERE question = ?",
         ("What is the gradient descent update rule?",))
     assert answer_text == answer and backend == "extractive" and "total_s" in json.loads(timings)
+    (chat_id,), = chat_rows(data, "SELECT id FROM chats WHERE question = ?", ("What is the gradient descent update rule?",))
+    picker = outputs[-1][-1]                         # the feedback form's picker, set in the same event
+    assert picker["value"] == chat_id and picker["choices"] == [["1. What is the gradient descent update rule?", chat_id]]
     assert json.loads(citations)[0]["locator"]["path"] == "book/01-gradient-descent.md"
 
 
@@ -695,7 +698,7 @@ def test_fifty_students_at_once(served_by_cli):
             for output in job:
                 if first is None and output[0] and text_of(output[0][-1]) not in ("", "…"):
                     first = time.perf_counter() - started
-            chat, sources, _ = job.outputs()[-1]
+            chat, sources = job.outputs()[-1][:2]
             # The sources panel is only filled by the final step of the stream: the answer is complete.
             assert "Sources for:" in sources and text_of(chat[-1]) not in ("", "…"), "incomplete answer"
             with lock:

@@ -79,10 +79,11 @@ class StudentChat:
         return course if course in self.tutors.courses() else self.default_course
 
     def respond(self, message: str, session: dict, course: str, mode: str, request: gr.Request) -> Iterator:
-        """Stream one answer. Yields (chat messages, sources HTML, question box, session)."""
+        """Stream one answer. Yields (chat messages, sources HTML, question box, session, the feedback
+        form's answer picker)."""
         message = (message or "").strip()
         if not message:
-            yield gr.skip(), gr.skip(), gr.skip(), session
+            yield gr.skip(), gr.skip(), gr.skip(), session, gr.skip()
             return
         if len(message) > MAX_QUESTION_CHARS:
             raise gr.Error(f"Your question is {len(message):,} characters long; please keep it under "
@@ -103,7 +104,7 @@ class StudentChat:
         # (about 0.5 ms of the server's CPU each), and the sources panel should not show the last
         # answer's sources beside the new question anyway.
         pending = sources_html(None, message)
-        yield [*messages, {"role": "assistant", "content": PLACEHOLDER}], pending, "", session
+        yield [*messages, {"role": "assistant", "content": PLACEHOLDER}], pending, "", session, gr.skip()
         streamed, answer, shown_at = "", None, 0.0
         live = tutor.backend.streams      # an extractive answer comes whole: one update, not three
         try:
@@ -119,7 +120,7 @@ class StudentChat:
                 if live and (time.monotonic() - shown_at >= STREAM_INTERVAL_S or event.kind == "reset"):
                     shown_at = time.monotonic()
                     shown = {"role": "assistant", "content": streamed or RESET_NOTE}
-                    yield [*messages, shown], pending, gr.skip(), session    # an unchanged value is not re-sent
+                    yield [*messages, shown], pending, gr.skip(), session, gr.skip()  # unchanged: not re-sent
         except TutorError as exc:
             raise gr.Error(str(exc)) from None
         if answer is None:
@@ -133,7 +134,8 @@ class StudentChat:
             turn["citations"].append({**citation, "passage": passage})
         session = {**session, "messages": [*messages, {"role": "assistant", "content": answer_markdown(data)}],
                    "history": [*session["history"], (message, answer.text)], "turns": [*session["turns"], turn]}
-        yield session["messages"], sources_html(turn), gr.skip(), session
+        # The feedback form's answer picker comes with the answer, not in a second event after it.
+        yield session["messages"], sources_html(turn), gr.skip(), session, self.answer_choices(session)
 
     def answer_choices(self, session: dict):
         """The feedback form's answer picker: this conversation's answers, the latest chosen."""

@@ -209,14 +209,14 @@ def build_blocks(settings: Settings, tutors: CourseTutors, chatlog: ChatLog,
             build_instructor_tab(settings, tutors, chatlog, course_picker, tabs, blocks, SignInGuard(),
                                  tokens or InstructorTokens())
 
+        # One event per question: the answer's last update also refreshes the feedback form's picker.
         ask = {"fn": chat.respond, "inputs": [question, session, course_picker, mode],
-               "outputs": [chatbot, sources, question, session], "concurrency_limit": ASK_CONCURRENCY,
+               "outputs": [chatbot, sources, question, session, fb_answer], "concurrency_limit": ASK_CONCURRENCY,
                "concurrency_id": "ask"}
-        question.submit(**ask, api_name="ask").then(chat.answer_choices, session, fb_answer, api_name=False)
-        send.click(**ask, api_name=False).then(chat.answer_choices, session, fb_answer, api_name=False)
+        question.submit(**ask, api_name="ask")
+        send.click(**ask, api_name=False)
         for button in starters:
-            button.click(**{**ask, "inputs": [button, session, course_picker, mode]}, api_name=False).then(
-                chat.answer_choices, session, fb_answer, api_name=False)
+            button.click(**{**ask, "inputs": [button, session, course_picker, mode]}, api_name=False)
         chatbot.like(chat.on_like, [session], [fb_answer, fb_rating, feedback_box, fb_status], api_name=False)
         chatbot.select(chat.show_turn_sources, [session], [sources], api_name=False)
         fb_send.click(chat.send_feedback, [fb_answer, fb_rating, fb_category, fb_comment, session],
