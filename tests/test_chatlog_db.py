@@ -163,3 +163,40 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_sqlite_writers_of_one_process_take_turns(tmp_path):
+    from tutor.db import open_database, write_transaction
+
+    engine = open_database(sqlite_url(tmp_path / "turns.sqlite"))
+    seen: list[tuple[str, int]] = []
+
+    def writer(n: int) -> None:
+        with write_transaction(engine) as db:
+            seen.append(("in", n))
+            db.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            time.sleep(0.02)                       # a slow writer: any other would overlap it here
+            seen.append(("out", n))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [kind for kind, _ in seen] == ["in", "out"] * 8                     # never two inside at once
+    assert all(seen[i][1] == seen[i + 1][1] for i in range(0, 16, 2))
+
+
+def test_forty_answers_logged_at_once_are_all_stored(tmp_path):
+    log = ChatLog(tmp_path / "chatlog.sqlite")
+    ids: list[int] = []
+
+    def answer(n: int) -> None:
+        ids.append(log.log_answer(f"s{n}", {"question": f"q{n}?", "text": "a", "course": "c"}))
+
+    threads = [threading.Thread(target=answer, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(ids) == list(range(1, 41)) and len(log.chats(limit=100)) == 40

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, select
 
 from ingest.errors import TutorError
-from tutor.db import database_url, open_database, sqlite_url
+from tutor.db import database_url, open_database, sqlite_url, write_transaction
 from tutor.db.schema import chats as chats_table
 from tutor.db.schema import feedback as feedback_table
 
@@ -80,7 +80,7 @@ class ChatLog:
             "timings": json.dumps(data.get("timings", {})), "top_similarity": data.get("top_similarity"),
             "notice": data.get("notice", ""), "api_key_id": api_key_id,
         }
-        with self.engine.begin() as db:
+        with write_transaction(self.engine) as db:
             return int(db.execute(chats_table.insert().values(row)).inserted_primary_key[0])
 
     def record_feedback(self, chat_id: int, session: str, rating: int, category: str | None = None,
@@ -91,7 +91,7 @@ class ChatLog:
         category = category or None
         if category is not None and category not in FEEDBACK_CATEGORIES:
             raise ChatLogError(f"feedback category {category!r} is unknown; accepted: {', '.join(FEEDBACK_CATEGORIES)}")
-        with self.engine.begin() as db:
+        with write_transaction(self.engine) as db:
             owner = db.execute(select(chats_table.c.session).where(chats_table.c.id == int(chat_id))).scalar()
             if owner is None or owner != session:
                 raise ChatLogError(f"no answer {chat_id} in this conversation; rate an answer you were given")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import Engine, select, update
 
 from ingest.errors import TutorError
+from tutor.db import write_transaction
 from tutor.db.schema import api_keys
 
 ALL_COURSES = "*"
@@ -64,7 +65,7 @@ class ApiKeys:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         row = {"digest": _digest(secret), "prefix": secret[:SHOWN_CHARS], "owner": owner, "course": course,
                "created": time.time(), "revoked": None}
-        with self.engine.begin() as db:
+        with write_transaction(self.engine) as db:
             key_id = db.execute(api_keys.insert().values(row)).inserted_primary_key[0]
         return ApiKey(id=int(key_id), **{k: v for k, v in row.items() if k != "digest"}), secret
 
@@ -75,7 +76,7 @@ class ApiKeys:
 
     def revoke(self, key_id: int) -> ApiKey:
         """Revoke a key (again is harmless); its requests get 401 from now on."""
-        with self.engine.begin() as db:
+        with write_transaction(self.engine) as db:
             db.execute(update(api_keys).where(api_keys.c.id == int(key_id), api_keys.c.revoked.is_(None))
                        .values(revoked=time.time()))
             row = db.execute(select(api_keys).where(api_keys.c.id == int(key_id))).first()

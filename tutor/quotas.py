@@ -28,6 +28,7 @@ from sqlalchemy import Engine, delete, func, select, text, update
 
 from ingest.course import Quotas
 from ingest.errors import TutorError
+from tutor.db import write_transaction
 from tutor.db.schema import asked
 
 HOUR_S, DAY_S = 3600, 86400
@@ -57,7 +58,7 @@ class Admission:
     def finish(self) -> None:
         if self.engine is None or self.row_id is None:
             return
-        with self.engine.begin() as db:
+        with write_transaction(self.engine) as db:
             db.execute(update(asked).where(asked.c.id == self.row_id).values(finished=time.time()))
         self.row_id = None
 
@@ -73,7 +74,7 @@ class QuotaBook:
         if not (quotas.questions_per_hour or quotas.questions_per_day or per_key):
             return Admission()                    # no limits: nothing to count
         now = self.clock()
-        with self.engine.begin() as db:
+        with write_transaction(self.engine) as db:
             if db.dialect.name == "postgresql":
                 db.execute(text("SELECT pg_advisory_xact_lock(1, hashtext(:who))"), {"who": f"{course}\n{student}"})
                 if per_key:
