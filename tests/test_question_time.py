@@ -206,3 +206,47 @@ def test_students_asking_at_once_are_embedded_in_one_call_and_answered_as_alone(
     assert counting.batches and sorted(counting.batches[0]) == sorted(QUESTIONS[:4])
     assert len(counting.batches) == 1
     assert dict(zip(QUESTIONS[:4], answers)) == alone
+
+
+def test_the_embedding_process_gives_the_same_vectors_and_falls_back_when_it_dies(caplog):
+    import os
+    import signal
+
+    from ingest.embed_process import EmbeddingProcess
+
+    embedder = shared_embedder()
+    remote = EmbeddingProcess(embedder)
+    try:
+        texts = QUESTIONS[:3]
+        vectors = remote.encode(texts)
+        child = remote.child_pid
+        assert child is not None and child != os.getpid() and remote.in_child
+        assert np.allclose(vectors, embedder.encode(texts), atol=1e-6)
+        assert remote.fingerprint == embedder.fingerprint and remote.dimension == embedder.dimension
+        # Questions from many threads at once each get their own vector through the one pipe.
+        together = ask_together(remote.encode_query, QUESTIONS[:6])
+        for text, vector in zip(QUESTIONS[:6], together):
+            assert np.allclose(vector, embedder.encode_query(text), atol=1e-6)
+
+        os.kill(child, signal.SIGKILL)                  # the child dies: the next question is still answered
+        with caplog.at_level("WARNING", logger="ingest.embed_process"):
+            again = remote.encode(texts)
+        assert np.allclose(again, vectors, atol=1e-6) and not remote.in_child and remote.child_pid is None
+        assert "embedding in the server's own process" in caplog.text
+    finally:
+        remote.close()
+
+
+def test_the_served_app_embeds_in_a_child_process_unless_told_not_to(data_dir):
+    from tutor.app.server import CourseTutors
+
+    tutors = CourseTutors(load_settings(data_dir=data_dir))
+    try:
+        tutor = tutors.get(tutors.default_course())
+        assert tutor.embedder.child_pid is not None
+        assert "velocity" in tutor.ask("What does momentum do in gradient descent?").text
+    finally:
+        tutors.close()
+    assert tutor.embedder.child_pid is None                   # stopped with the app
+    in_process = CourseTutors(load_settings(data_dir=data_dir, embedding_process=False))
+    assert not hasattr(in_process.get(in_process.default_course()).embedder, "child_pid")

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         defaults.EMBEDDING_BACKEND, description="How the embedding model runs: torch, onnx (about 1.8x faster on CPU) or onnx-int8 "
         "(about 2.5x faster, slightly lower recall). Changing it re-embeds the course at the next ingest."
     )
+    embedding_process: bool = Field(
+        True, description="The chat server runs the embedding model in a child process of its own (same vectors), so "
+        "a lecture hall's questions do not slow it down by contending with the server's threads; false keeps it in "
+        "the server's process (less memory, about 300 MB)."
+    )
     hnsw_threshold: int = Field(
         defaults.HNSW_THRESHOLD, ge=0, description="Courses with more chunks than this get an approximate (HNSW) vector index "
         "instead of an exact one; 0 always uses HNSW."

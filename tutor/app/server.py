@@ -41,21 +41,15 @@ from tutor.settings import Settings
 
 log = logging.getLogger("tutor.app")
 
-# How many answers are computed at once (more wait in Gradio's queue). An extractive answer now costs
-# 30-40 ms of the server's CPU through the chat, 20 ms through the API (one query embedding shared
-# with the questions asked in the same moment, two searches sharing their BM25 scores, a leak check
-# without embeddings), so a burst is CPU-bound whatever the limit. The limit decides who waits. Earlier
-# measurements through Tutor.stream, 50 questions released together, 2 torch threads (3 runs each):
-#   limit  8: first token p50 1.2-1.4 s, p95 2.6-3.0 s; complete answer p50 1.5-1.9 s
-#   limit 64: first token p50 0.6-0.9 s, p95 0.7-1.0 s; complete answer p50 2.6-3.3 s
-# With 64 the whole burst is admitted: its questions share a few query batches (ingest/query_batch.py;
-# Gradio runs at most 40 handler steps at once) and an extractive answer's whole text shows at its
-# first token, so students read sooner. An LLM server (vLLM) batches as many requests. Through the
-# chat, 50 students at once now get their first text at p50 0.79 s / p95 1.25 s and 200 at p50 4.96 s
-# / p95 6.99 s (benchmarks/results/load-after-60cd7ed.json); past that, Gradio's own queue and event
-# streams cost more than the answers (the API route answers 200 at p95 2.73 s).
+# How many answers are computed at once (more wait in Gradio's queue). An extractive answer costs the
+# server 10-20 ms of CPU (one query embedding shared with the questions asked in the same moment, run
+# in the embedding process; two searches sharing their BM25 scores; a leak check without embeddings),
+# so a burst is CPU-bound whatever the limit, and the limit decides who waits. With 64 a class's burst
+# is admitted whole and its questions share a few query batches (ingest/query_batch.py). Measured
+# with benchmarks/load.py on 2 cores (students open the page, then ask at once): 50 students' first
+# text at p50 0.68-0.76 s / p95 0.75-0.85 s, 200 at p95 3.9-4.3 s; 16 and 32 gave the same within noise.
 ASK_CONCURRENCY = 64
-# The other events (page load, the feedback picker, feedback) run sub-millisecond handlers (start_page
+# The other events (page load, a thumb, the feedback form) run sub-millisecond handlers (start_page
 # 0.06 ms): 4 at once clear a lecture hall's page loads long before its answers.
 OTHER_CONCURRENCY = 4
 SESSION_TTL_S = 12 * 3600
@@ -83,7 +77,17 @@ class CourseTutors:
     def _from_settings(self, course: str) -> Tutor:
         if self._embedder is None:
             self._embedder = self.settings.embedder()
+            if self.settings.embedding_process:
+                from ingest.embed_process import EmbeddingProcess
+
+                self._embedder = EmbeddingProcess(self._embedder)
         return Tutor.from_settings(self.settings, course=course, embedder=self._embedder)
+
+    def close(self) -> None:
+        """Stop the embedding process, if one was started (the app's shutdown)."""
+        close = getattr(self._embedder, "close", None)
+        if close is not None:
+            close()
 
     def courses(self, fresh: bool = False) -> list[str]:
         """The indexed courses (looked up at most once a second, unless `fresh`: every question asks)."""
@@ -125,7 +129,12 @@ def build_app(settings: Settings, tutor_factory: Callable[[str], Tutor] | None =
     chatlog = ChatLog.from_settings(settings)     # SQLite in the data folder, or database_url
     tokens = InstructorTokens()
     blocks = build_blocks(settings, tutors, chatlog, tokens)
-    app = FastAPI(title="Course Tutor", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        tutors.close()
+
+    app = FastAPI(title="Course Tutor", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     mount_course_files(app, tutors.root_and_files)
     from tutor.api import TutorApi  # here: tutor.api imports this package
 
