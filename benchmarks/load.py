@@ -40,7 +40,8 @@ raw queue API 0.44 s (under 2 % of all CPU used), one shared `Client` 1.6 s, one
 student 9.6 s plus 3.1 s to create the 50 clients. Each level prints the client's share of the CPU
 (client / (client + server), the "client" column) and the CPU other processes on the machine used
 meanwhile ("others"), which says how far to trust the figures on a shared machine. Another way
-to ask is one more `async def ask_via_...` in `ASK_VIA`. `--via api` asks through the tutor's
+to ask is one more `async def ask_via_...` in `ASK_VIA`. The server's CPU includes its child
+processes (the embedding process, `ingest/embed_process.py`). `--via api` asks through the tutor's
 OpenAI-compatible API on the same server (`tutor/api.py`): POST `/v1/chat/completions` with
 `stream: true`, as the `openai` client does, TTFT at the first chunk with text, total at `[DONE]`;
 the benchmark creates one API key in the copied data folder, so its questions are one student's
@@ -323,8 +324,15 @@ def client_cpu_s() -> float:
 
 
 def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S       # utime, stime (all threads)
+    """CPU seconds of `pid` and its live child processes (the server's embedding process is one)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:                     # a child that ended since it was listed
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S      # utime, stime (all threads)
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        total += sum(process_cpu_s(int(child)) for child in task.read_text().split())
+    return total
 
 
 def machine_busy_s() -> float:
