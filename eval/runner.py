@@ -41,6 +41,8 @@ RETRIEVAL_K = 10
 # Settings that change the answers: a run may only be resumed when these are the same.
 _LINEAGE_KEYS = ("backend", "tutor", "index", "eval")
 _SECRET_SETTINGS = ("llm_api_key", "instructor_password")
+# Settings that decide where the work runs, not what an answer is: left out, so a run resumes across them.
+_WHERE_IT_RUNS = ("embedding_process",)
 
 
 @dataclass
@@ -145,8 +147,8 @@ def run_lineage(dataset: Path, cases: Sequence[EvalCase], tutor, judge: Judge, m
                 workers: int) -> dict:
     """Everything needed to reproduce or trust a run: dataset, tutor settings, backend, index, judge."""
     settings = tutor.settings.model_dump(mode="json")
-    for secret in _SECRET_SETTINGS:
-        settings.pop(secret, None)
+    for name in _SECRET_SETTINGS + _WHERE_IT_RUNS:
+        settings.pop(name, None)
     manifest = tutor.index.manifest
     return {
         "dataset": {"path": str(dataset), "sha256": hashlib.sha256(dataset.read_bytes()).hexdigest(),
