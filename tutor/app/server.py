@@ -89,6 +89,12 @@ class CourseTutors:
         if close is not None:
             close()
 
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app):
+        """A FastAPI lifespan: nothing to start, `close` at shutdown."""
+        yield
+        self.close()
+
     def courses(self, fresh: bool = False) -> list[str]:
         """The indexed courses (looked up at most once a second, unless `fresh`: every question asks)."""
         now = time.monotonic()
@@ -129,12 +135,7 @@ def build_app(settings: Settings, tutor_factory: Callable[[str], Tutor] | None =
     chatlog = ChatLog.from_settings(settings)     # SQLite in the data folder, or database_url
     tokens = InstructorTokens()
     blocks = build_blocks(settings, tutors, chatlog, tokens)
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        yield
-        tutors.close()
-
-    app = FastAPI(title="Course Tutor", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="Course Tutor", docs_url=None, redoc_url=None, openapi_url=None, lifespan=tutors.lifespan)
     mount_course_files(app, tutors.root_and_files)
     from tutor.api import TutorApi  # here: tutor.api imports this package
 

@@ -7,8 +7,6 @@ that serves only clients (an LMS plugin, a bot, Open WebUI). Keys live in the ch
 
 from __future__ import annotations
 
-import contextlib
-
 import json
 from typing import Annotated
 
@@ -110,13 +108,8 @@ def build_api_app(settings, tutor_factory=None):
     from tutor.chatlog import ChatLog
 
     tutors = CourseTutors(settings, tutor_factory)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        yield
-        tutors.close()             # the embedding process
-
-    app = FastAPI(title="Course Tutor API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="Course Tutor API", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=tutors.lifespan)
     mount_course_files(app, tutors.root_and_files)
     app.include_router(TutorApi(tutors, ChatLog.from_settings(settings)).router())
     return app
