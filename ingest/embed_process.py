@@ -35,7 +35,15 @@ START_TIMEOUT_S = 120.0     # loading torch and the model in the child: a few se
 
 
 def _serve(conn, model_path: str, backend: str, onnx_dir: str, batch_size: int, threads: int) -> None:
-    """The child's loop: texts in, ("ok", vectors) or ("error", message) out, until the pipe closes."""
+    """The child's loop: texts in, ("ok", vectors) or ("error", message) out, until the pipe closes
+    (the server stopping, even while the model is still loading, ends it quietly)."""
+    try:
+        _answer(conn, model_path, backend, onnx_dir, batch_size, threads)
+    except (EOFError, OSError):
+        return
+
+
+def _answer(conn, model_path: str, backend: str, onnx_dir: str, batch_size: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, threads))
@@ -47,10 +55,7 @@ def _serve(conn, model_path: str, backend: str, onnx_dir: str, batch_size: int, 
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     while True:
-        try:
-            texts = conn.recv()
-        except (EOFError, OSError):
-            return
+        texts = conn.recv()
         try:
             conn.send(("ok", embedder.encode(texts)))
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the child
